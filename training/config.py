@@ -1,0 +1,229 @@
+"""Run configuration of MAML training: one dataclass and named presets.
+
+Every field carries its own help text (``field(metadata={"help": ...})``), from which
+``python -m training.maml --help`` is generated, so the command line documents every
+option. The resolved configuration is stored with every artefact of a run
+(``config.json``, each checkpoint, ``metrics.jsonl`` headers).
+
+Presets (see :data:`PRESETS`):
+
+``omniglot-20way-1shot``
+    Finn et al. (2017) as in cbfinn/maml: 1100/100/423 characters from all 50
+    alphabets (full archives ``images_background`` + ``images_evaluation``), random
+    90-degree class rotations, meta-batch 16, 5 inner steps (10 at evaluation), inner
+    lr 0.1 in the original's convention (sum of the support losses divided by K),
+    Adam 1e-3, 60000 steps, 1 query per class. Lake's benchmark is off: its characters
+    are in this training split.
+``miniimagenet-5way-1shot``
+    Finn et al. (2017): 32 filters, max pool, meta-batch 4, inner lr 0.01, 5 inner
+    steps (10 at evaluation), 15 queries per class, meta-gradients clipped to
+    [-10, 10], 60000 steps.
+``quick``
+    CPU-sized: 20-way 1-shot on the two small background archives (242 characters),
+    so Lake's benchmark (evaluation alphabets) stays clean; dense checkpoints.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import TrainingError
+
+__all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONVENTIONS"]
+
+LOSS_CONVENTIONS = ("sum_over_k", "mean")
+DATASETS = ("omniglot", "miniimagenet")
+DEVICES = ("cpu", "cuda")
+SMALL_ARCHIVES = ("images_background_small1", "images_background_small2")
+FULL_ARCHIVES = ("images_background", "images_evaluation")
+BACKGROUND_ARCHIVES = ("images_background",) + SMALL_ARCHIVES
+
+# Fields that may differ between a run and its --resume (they do not change results).
+RUNTIME_FIELDS = ("device", "progress", "data", "steps")
+
+
+def _f(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class MAMLConfig:
+    """Everything that defines a MAML run. Build one with :func:`get_preset`.
+
+    Examples
+    --------
+    >>> cfg = get_preset("quick", steps=10)
+    >>> cfg.n_way, cfg.steps, cfg.inner_loss
+    (20, 10, 'sum_over_k')
+    >>> MAMLConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    """
+
+    preset: str = _f("quick", "Name of the preset these values started from.")
+    dataset: str = _f("omniglot", f"Data set, one of {list(DATASETS)}.")
+    archives: tuple = _f(SMALL_ARCHIVES, "Omniglot archives to train on (comma-separated on the "
+                         "command line). The small background ones are on this machine; the "
+                         "paper's split needs images_background,images_evaluation.")
+    data: Optional[str] = _f(None, "Data folder laid out like ../shared/data (default: "
+                             "$REPSCOPE_DATA, else the download cache).")
+    n_train: Optional[int] = _f(172, "Omniglot characters in the meta-training split.")
+    n_val: Optional[int] = _f(35, "Omniglot characters in the validation split.")
+    n_test: Optional[int] = _f(35, "Omniglot characters in the test split (None: the rest).")
+    rotate: bool = _f(True, "Rotate each class of a task by a random multiple of 90 degrees "
+                      "during meta-training (Finn et al.'s augmentation).")
+    n_way: int = _f(20, "Classes per task (N).")
+    k_shot: int = _f(1, "Support examples per class (K).")
+    n_query: int = _f(1, "Query examples per class in meta-training.")
+    n_query_eval: int = _f(1, "Query examples per class in validation and test tasks.")
+    image_size: int = _f(28, "Input height and width.")
+    in_channels: int = _f(1, "Input channels.")
+    n_filters: int = _f(64, "Filters per conv block.")
+    stride: int = _f(2, "Convolution stride.")
+    pool: bool = _f(False, "2x2 max pool after each block.")
+    features: str = _f("mean", "How the last block becomes the head's input: 'mean' (spatial "
+                       "mean) or 'flatten'.")
+    head_init: str = _f("normal", "Head weight init: 'normal' (N(0,1)) or 'xavier'.")
+    meta_batch: int = _f(16, "Tasks per meta-update.")
+    inner_steps: int = _f(5, "Inner-loop SGD steps during meta-training.")
+    inner_steps_eval: int = _f(10, "Inner-loop SGD steps at validation and test.")
+    inner_lr: float = _f(0.1, "Inner-loop learning rate, in the convention of inner_loss.")
+    inner_loss: str = _f("sum_over_k", "Inner-loop loss: 'sum_over_k' (cross-entropy summed over "
+                         "the support set divided by K, as cbfinn/maml) or 'mean' (mean "
+                         "cross-entropy; then inner_lr N*alpha gives the same step).")
+    meta_loss: str = _f("mean", "Query (outer) loss per task: 'mean' or 'sum_over_k'; the "
+                        "task losses are averaged over the meta-batch. cbfinn/maml uses "
+                        "'sum_over_k', which matters only together with meta_clip.")
+    first_order: bool = _f(False, "First-order MAML (no second derivatives).")
+    adapt_bn: bool = _f(False, "Also adapt the batch-norm offsets in the inner loop "
+                        "(the original meta-learns them but does not adapt them).")
+    adapt_layers: str = _f("all", "Layers adapted in the inner loop: 'all', 'head' (ANIL), "
+                           "'freeze:K' (first K conv blocks frozen), or a comma-separated "
+                           "list of module names such as 'conv4,head'.")
+    meta_lr: float = _f(1e-3, "Adam learning rate of the meta-update.")
+    meta_clip: Optional[float] = _f(None, "Clip each meta-gradient element to [-c, c] "
+                                    "(10 for Mini-ImageNet); None: no clipping.")
+    steps: int = _f(60000, "Meta-training steps.")
+    seed: int = _f(0, "Seed of the initial weights, the splits and every episode.")
+    checkpoint_every: int = _f(1000, "Checkpoint every this many steps (plus step 0, the last "
+                               "step and, with checkpoint_log, 1, 2, 5, 10, 20, 50, ... below it).")
+    checkpoint_log: bool = _f(True, "Add log-spaced early checkpoints (1, 2, 5, 10, ...).")
+    state_every: int = _f(100, "Also save the resumable state (state.pt) every this many steps.")
+    val_every: int = _f(1000, "Validate every this many steps (0: never).")
+    val_tasks: int = _f(600, "Held-out tasks per validation (mean and 95%% CI).")
+    test_tasks: int = _f(600, "Held-out test tasks evaluated after training (0: skip).")
+    lake_eval: bool = _f(False, "Evaluate on Lake et al.'s 20-run one-shot benchmark after "
+                         "training (only allowed when training on background alphabets).")
+    device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
+    progress: bool = _f(True, "Show a tqdm progress bar.")
+
+    def __post_init__(self):
+        if isinstance(self.archives, str):
+            self.archives = tuple(a for a in self.archives.split(",") if a)
+        self.archives = tuple(self.archives)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check option values; raise :class:`TrainingError` naming the bad one."""
+        choices = {"dataset": DATASETS, "inner_loss": LOSS_CONVENTIONS,
+                   "meta_loss": LOSS_CONVENTIONS, "device": DEVICES,
+                   "features": ("mean", "flatten"), "head_init": ("normal", "xavier")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TrainingError(f"Unknown {name} {getattr(self, name)!r}. Expected one of "
+                                    f"{list(allowed)}")
+        for name in ("n_way", "k_shot", "n_query", "n_query_eval", "meta_batch",
+                     "checkpoint_every", "state_every"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("inner_steps", "inner_steps_eval", "steps", "val_every", "val_tasks",
+                     "test_tasks"):
+            if getattr(self, name) < 0:
+                raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.meta_clip is not None and self.meta_clip <= 0:
+            raise TrainingError(f"meta_clip must be positive or None, got {self.meta_clip}")
+        if self.lake_eval:
+            foreign = [a for a in self.archives if a not in BACKGROUND_ARCHIVES]
+            if self.dataset != "omniglot" or foreign:
+                raise TrainingError(
+                    f"lake_eval needs training on Omniglot background alphabets only "
+                    f"({list(BACKGROUND_ARCHIVES)}); got dataset {self.dataset!r}, archives "
+                    f"{list(self.archives)}. Lake's 20 runs are drawn from the evaluation "
+                    "alphabets, which would leak into training.")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["archives"] = list(self.archives)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MAMLConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`TrainingError`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TrainingError(f"Unknown config keys {unknown}. Expected keys among "
+                                f"{sorted(known)}")
+        return cls(**d)
+
+
+PRESETS = {
+    "omniglot-20way-1shot": dict(
+        archives=FULL_ARCHIVES, n_train=1100, n_val=100, n_test=423, rotate=True,
+        n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=16, inner_steps=5,
+        inner_steps_eval=10, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=1e-3,
+        steps=60000, checkpoint_every=1000, val_every=1000, val_tasks=600, test_tasks=600,
+        lake_eval=False),
+    "miniimagenet-5way-1shot": dict(
+        dataset="miniimagenet", archives=(), n_train=None, n_val=None, n_test=None,
+        rotate=False, n_way=5, k_shot=1, n_query=15, n_query_eval=15, image_size=84,
+        in_channels=3, n_filters=32, stride=1, pool=True, features="flatten",
+        head_init="xavier", meta_batch=4, inner_steps=5, inner_steps_eval=10, inner_lr=0.01,
+        inner_loss="sum_over_k", meta_loss="sum_over_k", meta_clip=10.0, meta_lr=1e-3,
+        steps=60000, checkpoint_every=1000, val_every=1000, val_tasks=600, test_tasks=600),
+    "quick": dict(
+        archives=SMALL_ARCHIVES, n_train=172, n_val=35, n_test=35, rotate=True,
+        n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=4, inner_steps=1,
+        inner_steps_eval=5, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=1e-3,
+        steps=1000, checkpoint_every=100, val_every=250, val_tasks=100, test_tasks=600,
+        lake_eval=True),
+}
+
+
+def get_preset(name: str, **overrides) -> MAMLConfig:
+    """The configuration of preset ``name`` with ``overrides`` applied.
+
+    Examples
+    --------
+    >>> get_preset("omniglot-20way-1shot").meta_batch
+    16
+    >>> get_preset("nope")
+    Traceback (most recent call last):
+    ...
+    training.errors.TrainingError: Unknown preset 'nope'. Expected one of [...]
+    """
+    if name not in PRESETS:
+        raise TrainingError(f"Unknown preset {name!r}. Expected one of {sorted(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(MAMLConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TrainingError(f"Unknown config fields {unknown}. Expected among {sorted(known)}")
+    return MAMLConfig(**{**PRESETS[name], **overrides, "preset": name})
+
+
+def checkpoint_steps(config: MAMLConfig) -> list:
+    """Steps at which meta-parameters are checkpointed: 0, early log-spaced, every N, last.
+
+    Examples
+    --------
+    >>> checkpoint_steps(get_preset("quick", steps=450, checkpoint_every=100))
+    [0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 450]
+    """
+    steps = {0, config.steps}
+    steps.update(range(0, config.steps + 1, config.checkpoint_every))
+    if config.checkpoint_log:
+        base = 1
+        while base < config.checkpoint_every:
+            steps.update(s for s in (base, 2 * base, 5 * base)
+                         if s < config.checkpoint_every and s <= config.steps)
+            base *= 10
+    return sorted(steps)
