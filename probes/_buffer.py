@@ -1,0 +1,80 @@
+"""Per-layer storage for one recording: one preallocated CPU tensor, filled in place.
+
+The hook does one ``copy_`` of the detached output into a slice of the buffer (this is
+the clone that protects against later in-place ops), so stimuli fed in several
+batches end up concatenated in order without a final ``torch.cat``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._outputs import OutputKey, pick_tensor
+from .errors import ProbeError
+
+
+class _LayerBuffer:
+    __slots__ = ("path", "n", "dtype", "spatial_mean", "key", "order",
+                 "buf", "pos", "calls", "feature_shape", "reduced", "_dims")
+
+    def __init__(self, path: str, n: int, dtype: torch.dtype, spatial_mean: bool,
+                 key: Optional[OutputKey], order: list[str]):
+        self.path, self.n, self.dtype = path, n, dtype
+        self.spatial_mean, self.key, self.order = spatial_mean, key, order
+        self.buf: Optional[torch.Tensor] = None
+        self.pos = self.calls = 0
+        self.feature_shape: tuple[int, ...] = ()
+        self.reduced = False
+        self._dims: tuple[int, ...] = ()
+
+    def _start(self, out: torch.Tensor) -> None:
+        if out.ndim < 2:
+            raise ProbeError(
+                f"Layer {self.path!r} returned a tensor of shape {tuple(out.shape)}; expected "
+                "(batch, features...) with at least 2 dims."
+            )
+        self.feature_shape = tuple(out.shape[1:])
+        self.reduced = self.spatial_mean and out.ndim > 2
+        self._dims = tuple(range(2, out.ndim)) if self.reduced else ()
+        stored = self.feature_shape[:1] if self.reduced else self.feature_shape
+        self.buf = torch.empty((self.n, *stored), dtype=self.dtype)
+        self.order.append(self.path)
+
+    def hook(self, module, inputs, output) -> None:
+        """Forward hook: select, reduce, detach and copy the output to the CPU buffer."""
+        if self.key is None and isinstance(output, torch.Tensor):
+            out = output
+        else:
+            out = pick_tensor(output, self.key, self.path)
+        if self.buf is None:
+            self._start(out)
+        elif out.shape[1:] != self.feature_shape:
+            raise ProbeError(
+                f"Layer {self.path!r} returned per-stimulus shape {tuple(out.shape[1:])} after "
+                f"{self.feature_shape} earlier in the same recording; batches must agree."
+            )
+        end = self.pos + out.shape[0]
+        if end > self.n:
+            raise ProbeError(
+                f"Layer {self.path!r} produced {end} stimuli (call {self.calls + 1}) but the "
+                f"recording was given {self.n} labels. Either more stimuli went in than were "
+                "labelled, or the module runs more than once per forward pass (a shared "
+                "module); select the modules that call it instead."
+            )
+        if self._dims:
+            out = out.mean(dim=self._dims)
+        try:
+            self.buf[self.pos:end].copy_(out.detach())
+        except RuntimeError as err:
+            raise ProbeError(
+                f"Could not copy the output of layer {self.path!r} (shape {tuple(out.shape)}, "
+                f"dtype {out.dtype}, device {out.device}) to the CPU: {err}"
+            ) from err
+        self.pos = end
+        self.calls += 1
+
+    def flat(self) -> torch.Tensor:
+        """The recorded ``(stimulus, unit)`` array."""
+        assert self.buf is not None
+        return self.buf.reshape(self.n, -1)

@@ -1,0 +1,221 @@
+"""netCDF storage of activation records: one file per checkpoint in a run folder.
+
+A run folder (``runs/NAME/activations``) holds ``checkpoint_XXXXXXXX.nc`` files, one per
+training step, so a recorder grows the run checkpoint by checkpoint while holding one
+checkpoint's activations at a time. Every file is written under a temporary name in the
+same folder, flushed to disk, then renamed: a crash leaves either the old file or the
+new one, never half a file. :func:`open_run` reads the folder back as one Dataset,
+validated against the schema.
+
+netCDF has no half-precision type: float16 layers are written as float32 (exact) with
+the attribute ``repscope_dtype = "float16"`` and turned back into float16 on reading.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import numpy as np
+import xarray as xr
+
+from .errors import ProbeError
+from .schema import validate
+
+_PATTERN = re.compile(r"^checkpoint_(-?\d+)\.nc$")
+_DTYPE_ATTR = "repscope_dtype"
+PathLike = Union[str, os.PathLike]
+
+
+def checkpoint_path(folder: PathLike, checkpoint: int) -> Path:
+    """File that holds ``checkpoint`` in a run folder.
+
+    Examples
+    --------
+    >>> checkpoint_path("runs/x/activations", 2000).name
+    'checkpoint_00002000.nc'
+    """
+    return Path(folder) / f"checkpoint_{int(checkpoint):08d}.nc"
+
+
+def existing_checkpoints(folder: PathLike) -> list[int]:
+    """Checkpoints already stored in ``folder`` (sorted), so a recorder can skip them.
+
+    Only complete files exist under a final name, so every listed checkpoint is whole.
+    A missing folder holds no checkpoints.
+
+    Examples
+    --------
+    >>> existing_checkpoints("no/such/folder")
+    []
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = (_PATTERN.match(p.name) for p in folder.iterdir())
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def _encoding(ds: xr.Dataset, compress: bool, complevel: int) -> tuple[xr.Dataset, dict]:
+    encoding = {}
+    for name, var in list(ds.data_vars.items()):
+        enc = {"zlib": True, "complevel": complevel} if compress else {}
+        if var.dtype == np.float16:
+            ds[name] = var.astype(np.float32)
+            ds[name].attrs[_DTYPE_ATTR] = "float16"
+        encoding[name] = enc
+    return ds, encoding
+
+
+def _atomic_write(ds: xr.Dataset, final: Path, encoding: dict) -> None:
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False,
+                     complevel: int = 4, overwrite: bool = False) -> list[Path]:
+    """Write each checkpoint of ``ds`` to its own netCDF4 file in ``folder``, atomically.
+
+    Parameters
+    ----------
+    folder : str or path
+        The run's activations folder; created if missing.
+    ds : xarray.Dataset
+        A valid activation record (usually one checkpoint from ``Probe.to_dataset``).
+    compress : bool
+        zlib-compress the data variables (lossless; slower to write).
+    complevel : int
+        zlib level 1-9 when ``compress`` is true.
+    overwrite : bool
+        Replace files of checkpoints that already exist (otherwise an error).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, one per checkpoint.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from torch import nn
+    >>> from probes import Probe, open_run
+    >>> net = nn.Sequential(nn.Linear(3, 2))
+    >>> probe = Probe(net)
+    >>> with probe.recording(checkpoint=7, labels=[0, 1], image_ids=["a", "b"]):
+    ...     _ = net(torch.ones(2, 3))
+    >>> folder = tempfile.mkdtemp()
+    >>> [p.name for p in write_checkpoint(folder, probe.to_dataset())]
+    ['checkpoint_00000007.nc']
+    >>> existing_checkpoints(folder)
+    [7]
+    >>> open_run(folder)["0"].shape
+    (1, 1, 1, 2, 2)
+    """
+    validate(ds)
+    if not 1 <= complevel <= 9:
+        raise ProbeError(f"complevel must be in 1..9, got {complevel!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = [int(s) for s in ds["checkpoint"].values]
+    if not overwrite:
+        clash = sorted(set(steps) & set(existing_checkpoints(folder)))
+        if clash:
+            raise ProbeError(
+                f"Checkpoints {clash} already exist in {folder}; pass overwrite=True to "
+                "replace them, or skip them using existing_checkpoints()."
+            )
+    written = []
+    for i, step in enumerate(steps):
+        final = checkpoint_path(folder, step)
+        one, encoding = _encoding(ds.isel(checkpoint=[i]), compress, complevel)
+        try:
+            _atomic_write(one, final, encoding)
+        except (OSError, RuntimeError, ValueError, TypeError) as err:
+            raise ProbeError(f"Writing checkpoint {step} to {final} failed: {err}") from err
+        written.append(final)
+    return written
+
+
+def _read(path: Path) -> xr.Dataset:
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as handle:
+            ds = handle.load()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ProbeError(f"Could not read activation file {path}: {err}") from err
+    for name, var in list(ds.data_vars.items()):
+        if var.attrs.get(_DTYPE_ATTR) == "float16":
+            attrs = {k: v for k, v in var.attrs.items() if k != _DTYPE_ATTR}
+            ds[name] = var.astype(np.float16)
+            ds[name].attrs = attrs
+        if "feature_shape" in var.attrs:
+            ds[name].attrs["feature_shape"] = [int(s) for s in np.atleast_1d(var.attrs["feature_shape"])]
+    validate(ds, where=str(path))
+    return ds
+
+
+def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> xr.Dataset:
+    """Open a run's activations folder as one Dataset, concatenated along ``checkpoint``.
+
+    Parameters
+    ----------
+    folder : str or path
+        Folder written by :func:`write_checkpoint`.
+    checkpoints : iterable of int, optional
+        Only these checkpoints (default: all stored).
+
+    Returns
+    -------
+    xarray.Dataset
+        Validated against the schema; attributes of the first file; cells missing in
+        some checkpoints are NaN.
+
+    Raises
+    ------
+    ProbeError
+        If the folder holds no checkpoint files, a requested checkpoint is missing, a file
+        breaks the schema (naming the missing item), or files come from different runs.
+    """
+    folder = Path(folder)
+    stored = existing_checkpoints(folder)
+    if not stored:
+        raise ProbeError(f"No checkpoint_XXXXXXXX.nc files in {folder}.")
+    wanted = stored if checkpoints is None else sorted({int(c) for c in checkpoints})
+    missing = sorted(set(wanted) - set(stored))
+    if missing:
+        raise ProbeError(f"Checkpoints {missing} are not stored in {folder}. Stored: {stored}")
+    parts = [_read(checkpoint_path(folder, step)) for step in wanted]
+    first = parts[0]
+    for step, part in zip(wanted, parts):
+        if part["checkpoint"].values.tolist() != [step]:
+            raise ProbeError(
+                f"{checkpoint_path(folder, step)} holds checkpoints "
+                f"{part['checkpoint'].values.tolist()}, expected [{step}]."
+            )
+        for attr in ("schema_version", "layers", "config"):
+            if part.attrs[attr] != first.attrs[attr]:
+                raise ProbeError(
+                    f"Attribute {attr!r} of {checkpoint_path(folder, step)} differs from that of "
+                    f"{checkpoint_path(folder, wanted[0])}: files from different runs in one folder?"
+                )
+    if len(parts) == 1:
+        return first
+    try:
+        ds = xr.concat(parts, dim="checkpoint", data_vars="minimal", coords="minimal",
+                       compat="equals", join="outer", combine_attrs="override")
+    except ValueError as err:
+        raise ProbeError(f"Checkpoint files in {folder} do not line up: {err}") from err
+    return validate(ds, where=str(folder))
