@@ -29,10 +29,9 @@ class _LayerBuffer:
         self._dims: tuple[int, ...] = ()
 
     def _start(self, out: torch.Tensor) -> None:
-        if out.ndim < 2:
+        if out.ndim < 1:
             raise ProbeError(
-                f"Layer {self.path!r} returned a tensor of shape {tuple(out.shape)}; expected "
-                "(batch, features...) with at least 2 dims."
+                f"Layer {self.path!r} returned a 0-dim tensor; expected a batch dimension first."
             )
         self.feature_shape = tuple(out.shape[1:])
         self.reduced = self.spatial_mean and out.ndim > 2
