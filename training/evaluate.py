@@ -1,0 +1,104 @@
+"""Held-out evaluation of meta-parameters: many tasks, and Lake et al.'s 20 runs.
+
+Compute only: functions return arrays and dicts; the training script writes them.
+Accuracy of a task is measured on its query images after each inner step (step 0 is
+the unadapted network); a summary reports the mean over tasks and the 95% confidence
+interval ``1.96 * std / sqrt(n_tasks)`` (population std, as cbfinn/maml's
+``np.std``).
+"""
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from .inner import adapt
+from .meta import episode_tensors
+
+__all__ = ["PUBLISHED", "evaluate_tasks", "summarize", "lake_episodes"]
+
+#: Published numbers to print beside ours (accuracy in %).
+PUBLISHED = {
+    "finn2017_omniglot_20way_1shot": {"mean": 95.8, "ci95": 0.3,
+                                      "what": "Finn et al. 2017, MAML, Omniglot 20-way 1-shot "
+                                              "(standard 1200/423 split, 600 tasks)"},
+    "finn2017_miniimagenet_5way_1shot": {"mean": 48.70, "ci95": 1.84,
+                                         "what": "Finn et al. 2017, MAML, Mini-ImageNet 5-way "
+                                                 "1-shot"},
+    "lake2015_human_20way_1shot": {"mean": 95.5, "ci95": None,
+                                   "what": "Lake et al. 2015, people, 20-run one-shot "
+                                           "classification benchmark"},
+}
+
+
+def evaluate_tasks(model, episodes, config, steps=None) -> np.ndarray:
+    """Query accuracy of each task after 0..``steps`` inner steps.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Meta-parameters (not modified).
+    episodes : iterable of Episode
+        Anything with ``support_x``, ``support_y``, ``query_x``, ``query_y``.
+    config : MAMLConfig
+        Inner-loop settings.
+    steps : int, optional
+        Inner steps (default ``config.inner_steps_eval``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(n_tasks, steps + 1)``, accuracy in [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from training.config import get_preset
+    >>> from training.model import build_model
+    >>> cfg = get_preset("quick", n_way=3)
+    >>> ep = SimpleNamespace(support_x=torch.rand(3, 1, 28, 28), support_y=torch.arange(3),
+    ...                      query_x=torch.rand(3, 1, 28, 28), query_y=torch.arange(3))
+    >>> evaluate_tasks(build_model(cfg), [ep, ep], cfg, steps=2).shape
+    (2, 3)
+    """
+    steps = config.inner_steps_eval if steps is None else int(steps)
+    p = next(model.parameters())
+    rows = []
+    for episode in episodes:
+        sx, sy, qx, qy = episode_tensors(episode, p.device, p.dtype)
+        row = []
+        for _, fmodel in adapt(model, sx, sy, config, steps, track_higher_grads=False):
+            with torch.no_grad():
+                row.append((fmodel(qx).argmax(dim=1) == qy).double().mean().item())
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), steps + 1)
+
+
+def summarize(accuracy) -> dict:
+    """Mean and 95% CI (in %) of the last column of an :func:`evaluate_tasks` array.
+
+    Examples
+    --------
+    >>> summarize(np.array([[0.1, 0.5], [0.2, 1.0]]))
+    {'mean': 75.0, 'ci95': 34.65, 'n_tasks': 2, 'per_step_mean': [15.0, 75.0]}
+    """
+    acc = np.asarray(accuracy, dtype=np.float64)
+    final = acc[:, -1] * 100
+    n = len(final)
+    return {"mean": round(float(final.mean()), 4),
+            "ci95": round(float(1.96 * final.std() / np.sqrt(n)), 4),
+            "n_tasks": n,
+            "per_step_mean": [round(float(v), 4) for v in acc.mean(axis=0) * 100]}
+
+
+def lake_episodes(runs) -> list:
+    """Lake et al.'s runs as episodes: support = the 20 training images, query = the 20 tests.
+
+    Examples
+    --------
+    >>> run = SimpleNamespace(train_x=np.zeros((20, 1, 28, 28)), train_y=np.arange(20),
+    ...                       test_x=np.zeros((20, 1, 28, 28)), test_y=np.arange(20))
+    >>> lake_episodes([run])[0].query_y.shape
+    (20,)
+    """
+    return [SimpleNamespace(support_x=r.train_x, support_y=r.train_y, query_x=r.test_x,
+                            query_y=r.test_y) for r in runs]
