@@ -1,0 +1,24 @@
+"""Data sets of repscope: Omniglot, Lake's one-shot benchmark, MNIST, Mini-ImageNet.
+
+Data are read from ``root=`` / ``$REPSCOPE_DATA`` (a folder laid out like
+``../shared/data``) or downloaded into ``cache_dir() / "data"`` with checksums; every
+failure raises :class:`~training.errors.DataError`.
+"""
+from training.data.episodes import Episode, EpisodeSampler
+from training.data.fetch import download, safe_extract, verify
+from training.data.lake import LakeRun, load_lake_runs
+from training.data.miniimagenet import load_miniimagenet
+from training.data.mnist import OfflineDataWarning, load_mnist, mnist_offline_split
+from training.data.omniglot import OmniglotCharacters, load_omniglot
+from training.data.paths import cache_dir, data_root
+from training.data.splits import split_characters
+
+__all__ = [
+    "data_root", "cache_dir",
+    "load_omniglot", "OmniglotCharacters", "split_characters",
+    "EpisodeSampler", "Episode",
+    "load_lake_runs", "LakeRun",
+    "load_mnist", "mnist_offline_split", "OfflineDataWarning",
+    "load_miniimagenet",
+    "download", "verify", "safe_extract",
+]
