@@ -1,0 +1,268 @@
+"""Compute the values behind the paper's figures from an activation record.
+
+Every function takes an activation record (schema_version 1, see
+``docs/dev/contracts.md``) and returns labelled xarray results; nothing is written.
+The scripts save these results as netCDF so the plots (:mod:`analyses.plots`) can be
+redrawn without recomputing.
+"""
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from analyses.errors import AnalysisError
+from analyses.measures import compare, compare_all, get_measure
+
+__all__ = ["layer_names", "inner_loop_change", "meta_change", "training_change",
+           "rdm_of_rdms", "default_selection", "accuracy_curves"]
+
+MeasureSpec = Sequence[str] | Mapping[str, Mapping]
+
+
+def _measures(measures: MeasureSpec) -> dict[str, dict]:
+    spec = {m: {} for m in measures} if not isinstance(measures, Mapping) else {
+        k: dict(v or {}) for k, v in measures.items()}
+    for name in spec:
+        get_measure(name)
+    return spec
+
+
+def layer_names(ds: xr.Dataset) -> list[str]:
+    """Layer variables in recording order (dataset attr ``layers``).
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"conv1": ("x", [0.0]), "head": ("x", [0.0])},
+    ...                 attrs={"layers": '["conv1", "head"]'})
+    >>> layer_names(ds)
+    ['conv1', 'head']
+    """
+    if "layers" in ds.attrs:
+        names = json.loads(ds.attrs["layers"])
+    else:
+        names = [str(v) for v in ds.data_vars if ds[v].attrs.get("role") == "layer"]
+    missing = [n for n in names if n not in ds.data_vars]
+    if missing or not names:
+        raise AnalysisError(
+            f"Activation record lists layers {names} but holds variables "
+            f"{sorted(map(str, ds.data_vars))}; missing: {missing}"
+        )
+    return names
+
+
+def _select_layers(ds: xr.Dataset, layers: Sequence[str] | None) -> list[str]:
+    names = layer_names(ds)
+    if layers is None:
+        return names
+    bad = [x for x in layers if x not in names]
+    if bad:
+        raise AnalysisError(f"Unknown layer(s) {bad}. Expected some of {names}")
+    return list(layers)
+
+
+def _per_layer(ds, layers, measures, pair_fn) -> xr.Dataset:
+    """Run ``pair_fn(da) -> (a, b)`` per layer and compare with every measure."""
+    out = {}
+    for name, opts in _measures(measures).items():
+        per = []
+        for layer in _select_layers(ds, layers):
+            a, b = pair_fn(ds[layer])
+            per.append(compare(a, b, name, **opts).expand_dims(layer=[layer]))
+        res = xr.concat(per, "layer")
+        res.attrs = {"measure": name, "direction": get_measure(name).direction,
+                     "options": json.dumps({k: str(v) for k, v in opts.items()})}
+        out[name] = res
+    return xr.Dataset(out)
+
+
+def inner_loop_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
+                      before: int = 0, after: int | None = None,
+                      layers: Sequence[str] | None = None) -> xr.Dataset:
+    """Figure 1a: representation before vs after the inner loop, per layer.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Activation record with an ``inner_step`` dim.
+    measures : list of str or dict of {name: options}
+    before, after : int
+        Inner steps compared; ``after`` defaults to the last recorded step.
+    layers : list of str, optional
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per measure, dims (layer, checkpoint, task).
+    """
+    steps = ds["inner_step"].values.tolist()
+    after = steps[-1] if after is None else after
+    for s in (before, after):
+        if s not in steps:
+            raise AnalysisError(f"inner_step {s} not recorded; available: {steps}")
+    res = _per_layer(ds, layers, measures,
+                     lambda x: (x.sel(inner_step=before), x.sel(inner_step=after)))
+    res.attrs = {"figure": "1a", "before": before, "after": after}
+    return res
+
+
+def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
+                lag: int = 1, inner_step: int = 0,
+                layers: Sequence[str] | None = None) -> xr.Dataset:
+    """Figure 1b: representation at checkpoint ``t`` vs ``lag`` checkpoints earlier.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per measure, dims (layer, checkpoint, task); ``checkpoint`` is
+        the later checkpoint and the coordinate ``previous`` the earlier one.
+    """
+    ck = ds["checkpoint"].values
+    if len(ck) <= lag:
+        raise AnalysisError(f"meta_change needs more than lag={lag} checkpoints; got {ck.tolist()}")
+
+    def pair(x):
+        x = x.sel(inner_step=inner_step)
+        later = x.isel(checkpoint=slice(lag, None))
+        earlier = x.isel(checkpoint=slice(None, -lag)).assign_coords(checkpoint=later["checkpoint"].values)
+        return later, earlier
+
+    res = _per_layer(ds, layers, measures, pair)
+    res = res.assign_coords(previous=("checkpoint", ck[:-lag]))
+    res.attrs = {"figure": "1b", "lag_checkpoints": lag, "inner_step": inner_step}
+    return res
+
+
+def training_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
+                    reference: int | None = None,
+                    layers: Sequence[str] | None = None) -> xr.Dataset:
+    """Figure 2: each checkpoint vs the reference (first) checkpoint, per layer.
+
+    For the supervised control (one task, inner_step 0) the size-1 dims are dropped.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per measure, dims (layer, checkpoint[, task, inner_step when
+        larger than one]).
+    """
+    ck = ds["checkpoint"].values.tolist()
+    reference = ck[0] if reference is None else reference
+    if reference not in ck:
+        raise AnalysisError(f"reference checkpoint {reference} not recorded; available: {ck}")
+
+    def pair(x):
+        x = x.squeeze([d for d in ("task", "inner_step") if x.sizes.get(d) == 1], drop=True)
+        return x, x.sel(checkpoint=reference)
+
+    res = _per_layer(ds, layers, measures, pair)
+    res.attrs = {"figure": "2", "reference_checkpoint": reference}
+    return res
+
+
+def default_selection(ds: xr.Dataset, n_checkpoints: int = 5, n_tasks: int = 4,
+                      inner_steps: Sequence[int] = (0, 1, 5, 10)) -> dict[str, list[int]]:
+    """The paper's figure 3 selection adapted to what a record holds.
+
+    The paper uses checkpoints 20k..60k (the later two thirds of training), 4 tasks and
+    inner steps {0, 1, 5, 10}. Here: up to ``n_checkpoints`` evenly spaced over the
+    last two thirds of the recorded checkpoints, the first ``n_tasks`` tasks, and the
+    requested inner steps that were recorded (else all).
+
+    Examples
+    --------
+    >>> ds = xr.Dataset(coords={"checkpoint": np.arange(0, 61000, 1000), "task": np.arange(50),
+    ...                         "inner_step": [0, 1, 5, 10]})
+    >>> default_selection(ds)["checkpoint"]
+    [20000, 30000, 40000, 50000, 60000]
+    """
+    ck = ds["checkpoint"].values
+    late = ck[int(np.floor(len(ck) / 3)):] if len(ck) > 2 else ck
+    pick = np.unique(np.linspace(0, len(late) - 1, min(n_checkpoints, len(late))).round().astype(int))
+    steps = [s for s in inner_steps if s in ds["inner_step"].values] or ds["inner_step"].values.tolist()
+    return {"checkpoint": [int(c) for c in late[pick]],
+            "task": [int(t) for t in ds["task"].values[:n_tasks]],
+            "inner_step": [int(s) for s in steps]}
+
+
+def rdm_of_rdms(ds: xr.Dataset, measure: str = "rsa", *, selection: Mapping | None = None,
+                layers: Sequence[str] | None = None, **options) -> xr.DataArray:
+    """Figures 3, 5, 6: second-order dissimilarity between all selected conditions.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    measure : str
+        ``rsa`` gives ``1 - Spearman`` between RDMs (the paper); a CKA measure gives
+        ``1 - CKA``.
+    selection : dict, optional
+        Coordinates to keep: ``checkpoint``, ``task``, ``inner_step`` (default
+        :func:`default_selection`).
+    layers : list of str, optional
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims (layer, condition, condition_b); coordinates checkpoint/task/inner_step
+        along both condition dims.
+    """
+    sel = default_selection(ds) if selection is None else dict(selection)
+    sub = ds.sel({k: list(v) for k, v in sel.items()})
+    mats = []
+    for layer in _select_layers(ds, layers):
+        m = compare_all(sub[layer], measure, **options)
+        if get_measure(measure).direction == "similarity":
+            m = (1 - m).assign_attrs(m.attrs)
+        if m.sizes["condition"] != int(np.prod([len(v) for v in sel.values()])):
+            raise AnalysisError(
+                f"Layer {layer!r}: some selected conditions {sel} are missing (NaN) in the record"
+            )
+        mats.append(m.expand_dims(layer=[layer]))
+    out = xr.concat(mats, "layer")
+    out.name = "rdm_of_rdms"
+    out.attrs = {"measure": measure, "second_order": "1 - Spearman" if measure == "rsa" else "1 - CKA",
+                 "selection": json.dumps(sel), "options": json.dumps({k: str(v) for k, v in options.items()})}
+    return out
+
+
+def accuracy_curves(ds: xr.Dataset, inner_step: int | None = None, z: float = 1.96) -> xr.Dataset:
+    """Figure 4: analysed tasks' accuracy and the eval-task mean with a 95% CI.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Record with ``accuracy`` (checkpoint, task, inner_step) and optionally
+        ``eval_accuracy`` (checkpoint, eval_task).
+    inner_step : int, optional
+        Inner step of ``accuracy`` to show; default: ``eval_accuracy``'s
+        ``inner_steps`` attr when recorded, else the last step.
+    z : float
+        CI half-width in standard errors (``mean +- 1.96 std / sqrt(n)``, as MAML).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``accuracy`` (checkpoint, task), and ``eval_mean``, ``eval_lower``,
+        ``eval_upper`` (checkpoint) when ``eval_accuracy`` exists.
+    """
+    if "accuracy" not in ds:
+        raise AnalysisError(f"Record has no 'accuracy' variable; has {sorted(map(str, ds.data_vars))}")
+    steps = ds["inner_step"].values.tolist()
+    if inner_step is None:
+        want = ds["eval_accuracy"].attrs.get("inner_steps") if "eval_accuracy" in ds else None
+        inner_step = int(want) if want is not None and int(want) in steps else steps[-1]
+    if inner_step not in steps:
+        raise AnalysisError(f"inner_step {inner_step} not recorded; available: {steps}")
+    out = xr.Dataset({"accuracy": ds["accuracy"].sel(inner_step=inner_step, drop=True)},
+                     attrs={"figure": "4", "inner_step": inner_step})
+    if "eval_accuracy" in ds:
+        ev = ds["eval_accuracy"]
+        n = ev.count("eval_task")
+        mean = ev.mean("eval_task")
+        half = z * ev.std("eval_task", ddof=0) / np.sqrt(n)
+        out["eval_mean"], out["eval_lower"], out["eval_upper"] = mean, mean - half, mean + half
+        out["eval_count"] = n
+        out.attrs["eval_inner_steps"] = int(ev.attrs.get("inner_steps", -1))
+    return out
