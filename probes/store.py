@@ -59,6 +59,7 @@ def existing_checkpoints(folder: PathLike) -> list[int]:
 
 def _encoding(ds: xr.Dataset, compress: bool, complevel: int) -> tuple[xr.Dataset, dict]:
     encoding = {}
+    ds = ds.copy(deep=False)
     for name, var in list(ds.data_vars.items()):
         enc = {"zlib": True, "complevel": complevel} if compress else {}
         if var.dtype == np.float16:
@@ -141,7 +142,8 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     written = []
     for i, step in enumerate(steps):
         final = checkpoint_path(folder, step)
-        one, encoding = _encoding(ds.isel(checkpoint=[i]), compress, complevel)
+        one = ds if len(steps) == 1 else ds.isel(checkpoint=[i])   # no copy for one
+        one, encoding = _encoding(one, compress, complevel)
         try:
             _atomic_write(one, final, encoding)
         except (OSError, RuntimeError, ValueError, TypeError) as err:
