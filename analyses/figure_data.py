@@ -79,7 +79,7 @@ def _per_layer(ds, layers, measures, pair_fn) -> xr.Dataset:
 
 
 def inner_loop_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
-                      before: int = 0, after: int | None = None,
+                      before: int = 0, after: int | str | None = "all",
                       layers: Sequence[str] | None = None) -> xr.Dataset:
     """Figure 1a: representation before vs after the inner loop, per layer.
 
@@ -88,22 +88,27 @@ def inner_loop_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linea
     ds : xarray.Dataset
         Activation record with an ``inner_step`` dim.
     measures : list of str or dict of {name: options}
-    before, after : int
-        Inner steps compared; ``after`` defaults to the last recorded step.
+    before : int
+        The inner step compared against (0: the meta-initialised representation).
+    after : int, None or "all"
+        The other inner step: ``None`` is the last recorded step, ``"all"`` (default)
+        compares ``before`` with every recorded step (so figure 1a and F3 come from
+        one computation).
     layers : list of str, optional
 
     Returns
     -------
     xarray.Dataset
-        One variable per measure, dims (layer, checkpoint, task).
+        One variable per measure, dims (layer, checkpoint, task) or, with
+        ``after="all"``, (layer, checkpoint, task, inner_step).
     """
     steps = ds["inner_step"].values.tolist()
     after = steps[-1] if after is None else after
-    for s in (before, after):
+    for s in (before,) + (() if after == "all" else (after,)):
         if s not in steps:
-            raise AnalysisError(f"inner_step {s} not recorded; available: {steps}")
+            raise AnalysisError(f"inner_step {s!r} not recorded; available: {steps}")
     res = _per_layer(ds, layers, measures,
-                     lambda x: (x.sel(inner_step=before), x.sel(inner_step=after)))
+                     lambda x: (x.sel(inner_step=before), x if after == "all" else x.sel(inner_step=after)))
     res.attrs = {"figure": "1a", "before": before, "after": after}
     return res
 

@@ -56,7 +56,7 @@ def make_record(data_root: Path, checkpoints=(0, 1000, 2000, 3000), n_tasks: int
         meta = [m + 0.05 * s * d for m, s, d in zip(meta, scale, meta_dirs[c])]
         for t in range(n_tasks):
             for k, step in enumerate(inner_steps):
-                amount = 1 - 0.4 ** step  # most of the change in step 1 (F3)
+                amount = 1 - 0.15 ** step  # most of the change in step 1 (F3)
                 ws = [b + m + amount * s * d for b, m, s, d in zip(base, meta, scale, task_dirs[t])]
                 for name, h in zip(LAYERS, _layers(x, ws)):
                     data[name][c, t, k] = h

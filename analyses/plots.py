@@ -1,0 +1,174 @@
+"""Plot saved figure results; every function returns a :class:`matplotlib.figure.Figure`.
+
+The inputs are the labelled results of :mod:`analyses.figure_data` (or the same
+read back from netCDF); nothing here computes similarities or writes files. Figures
+are built on :class:`~matplotlib.figure.Figure` directly, without pyplot's global state.
+"""
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from analyses.errors import AnalysisError
+from analyses.uncertainty import mean_band
+
+__all__ = ["plot_inner_loop_change", "plot_meta_change", "plot_training_change",
+           "plot_rdm_of_rdms", "plot_accuracy"]
+
+_LABEL = {"rsa": "RSA dissimilarity (1 - Spearman)", "cka_linear": "linear CKA",
+          "cka_rbf": "RBF CKA", "cka_linear_debiased": "debiased linear CKA",
+          "cka_rbf_debiased": "debiased RBF CKA", "cka_linear_minibatch": "minibatch linear CKA"}
+
+
+def _measures(res: xr.Dataset) -> list[str]:
+    names = [str(v) for v in res.data_vars if "layer" in res[v].dims]
+    if not names:
+        raise AnalysisError(f"No per-layer results to plot; variables: {sorted(map(str, res.data_vars))}")
+    return names
+
+
+def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "linear"):
+    names = _measures(res)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        da = res[name]
+        for layer in da["layer"].values:
+            d = da.sel(layer=layer)
+            xs = d[x].values
+            if "task" in d.dims and d.sizes["task"] > 1:
+                band = mean_band(d, "task")
+                line, = ax.plot(xs, band["mean"], marker=".", label=str(layer))
+                ax.fill_between(xs, band["lower"], band["upper"], alpha=0.2, color=line.get_color())
+            else:
+                d = d.squeeze(drop=True) if "task" in d.dims else d
+                ax.plot(xs, d.values, marker=".", label=str(layer))
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(_LABEL.get(name, name))
+        if yscale == "symlog":
+            ax.set_yscale("symlog", linthresh=1e-4)
+        elif yscale != "linear":
+            ax.set_yscale(yscale)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(title="layer", fontsize="small")
+    fig.suptitle(title)
+    return axes
+
+
+def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None) -> Figure:
+    """Figure 1a: before vs after the inner loop, mean over tasks +- 1.96 SEM.
+
+    Parameters
+    ----------
+    res : xarray.Dataset
+        From :func:`analyses.figure_data.inner_loop_change`, dims (layer, checkpoint,
+        task[, inner_step]).
+    inner_step : int, optional
+        The "after" step when ``res`` holds several (default: the last).
+
+    Examples
+    --------
+    >>> r = xr.Dataset({"rsa": (("layer", "checkpoint", "task"), np.random.default_rng(0).random((2, 3, 4)))},
+    ...                coords={"layer": ["a", "b"], "checkpoint": [0, 1, 2]})
+    >>> plot_inner_loop_change(r).axes[0].get_xlabel()
+    'checkpoint'
+    """
+    if "inner_step" in res.dims:
+        inner_step = int(res["inner_step"].values[-1]) if inner_step is None else inner_step
+        res = res.sel(inner_step=inner_step)
+    fig = Figure(figsize=(5 * len(_measures(res)), 4), layout="constrained")
+    after = inner_step if inner_step is not None else res.attrs.get("after", "last")
+    _band_axes(fig, res, "checkpoint",
+               f"Fig. 1a: inner step {res.attrs.get('before', 0)} vs {after} (mean over tasks, 1.96 SEM)")
+    return fig
+
+
+def plot_meta_change(res: xr.Dataset, yscale: str = "symlog") -> Figure:
+    """Figure 1b: inner_step-0 representation at checkpoint t vs the previous one.
+
+    Parameters
+    ----------
+    res : xarray.Dataset
+        From :func:`analyses.figure_data.meta_change`.
+    yscale : {"symlog", "log", "linear"}
+    """
+    if yscale not in ("symlog", "log", "linear"):
+        raise AnalysisError(f"Unknown yscale {yscale!r}. Expected one of ['linear', 'log', 'symlog']")
+    fig = Figure(figsize=(5 * len(_measures(res)), 4), layout="constrained")
+    prev = res["previous"].values if "previous" in res.coords else None
+    gap = int(np.median(res["checkpoint"].values - prev)) if prev is not None and len(prev) else "?"
+    _band_axes(fig, res, "checkpoint", f"Fig. 1b: checkpoint t vs t - {gap} (inner step 0)", yscale)
+    return fig
+
+
+def plot_training_change(res: xr.Dataset) -> Figure:
+    """Figure 2: supervised control, each training step vs initialisation, per layer."""
+    fig = Figure(figsize=(5 * len(_measures(res)), 4), layout="constrained")
+    _band_axes(fig, res, "checkpoint",
+               f"Fig. 2: supervised MNIST, step {res.attrs.get('reference_checkpoint', 0)} vs step s")
+    for ax in fig.axes:
+        ax.set_xlabel("training step")
+    return fig
+
+
+def plot_rdm_of_rdms(rdm: xr.DataArray, emb: xr.DataArray, title: str = "Fig. 3") -> Figure:
+    """Figures 3, 5, 6: per layer, heat map of the RDM of RDMs and its 2-D MDS.
+
+    Points are coloured by checkpoint and sized by inner step; each task's inner
+    steps at one checkpoint are linked by a dotted line.
+
+    Parameters
+    ----------
+    rdm : xarray.DataArray
+        (layer, condition, condition_b) from :func:`analyses.figure_data.rdm_of_rdms`.
+    emb : xarray.DataArray
+        (layer, condition, mds_axis) from :func:`analyses.mds.mds_embedding`.
+    """
+    layers = rdm["layer"].values
+    fig = Figure(figsize=(9, 4 * len(layers)), layout="constrained")
+    axes = fig.subplots(len(layers), 2, squeeze=False)
+    ck = emb["checkpoint"].values
+    uniq = np.unique(ck)
+    colors = mpl.colormaps["viridis"](np.linspace(0, 0.9, len(uniq)))
+    for (ax_h, ax_m), layer in zip(axes, layers):
+        im = ax_h.imshow(rdm.sel(layer=layer).values, cmap="viridis")
+        fig.colorbar(im, ax=ax_h, shrink=0.8, label=rdm.attrs.get("second_order", "dissimilarity"))
+        ax_h.set_title(f"{layer}: RDM of RDMs")
+        ax_h.set_xticks([])
+        ax_h.set_yticks([])
+        e = emb.sel(layer=layer)
+        steps = e["inner_step"].values
+        size = 15 + 60 * (steps - steps.min()) / max(1, np.ptp(steps))
+        for ci, c in enumerate(uniq):
+            for t in np.unique(e["task"].values):
+                m = (ck == c) & (e["task"].values == t)
+                order = np.argsort(steps[m])
+                pts = e.values[m][order]
+                ax_m.plot(pts[:, 0], pts[:, 1], ":", color=colors[ci], lw=1)
+            m = ck == c
+            ax_m.scatter(e.values[m, 0], e.values[m, 1], s=size[m], color=colors[ci], label=f"{c}")
+        ax_m.set_title(f"{layer}: MDS ({emb.attrs.get('mode', '')})")
+        ax_m.legend(title="checkpoint", fontsize="x-small")
+    fig.suptitle(f"{title}: point size = inner step; dotted: one task's inner steps")
+    return fig
+
+
+def plot_accuracy(acc: xr.Dataset) -> Figure:
+    """Figure 4: analysed tasks' accuracy and the eval-task mean with its 95% CI."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    xs = acc["checkpoint"].values
+    for t in acc["task"].values:
+        ax.plot(xs, acc["accuracy"].sel(task=t), lw=1, alpha=0.7, label=f"task {t}")
+    if "eval_mean" in acc:
+        ax.plot(xs, acc["eval_mean"], color="k", lw=2,
+                label=f"mean over {int(acc['eval_count'].max())} eval tasks")
+        ax.fill_between(xs, acc["eval_lower"], acc["eval_upper"], color="k", alpha=0.2, label="95% CI")
+    ax.set_xlabel("meta-training step")
+    ax.set_ylabel(f"accuracy after {acc.attrs.get('inner_step', '?')} inner steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    fig.suptitle("Fig. 4: accuracy over meta-training")
+    return fig
+

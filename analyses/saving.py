@@ -1,0 +1,66 @@
+"""Atomic writes of results: netCDF, figures (PNG + PDF) and text.
+
+Every file is written under a temporary name in the target folder, then renamed, so
+nothing half-written survives a crash.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import xarray as xr
+from matplotlib.figure import Figure
+
+from analyses.errors import AnalysisError
+
+__all__ = ["save_netcdf", "load_netcdf", "save_figure", "save_text"]
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_netcdf(obj: xr.Dataset | xr.DataArray, path) -> Path:
+    """Write a Dataset or DataArray to netCDF atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = save_netcdf(xr.Dataset({"a": ("x", [1.0])}), Path(tempfile.mkdtemp()) / "r.nc")
+    >>> float(load_netcdf(p)["a"][0])
+    1.0
+    """
+    ds = obj.to_dataset(name=obj.name or "value") if isinstance(obj, xr.DataArray) else obj
+    return _atomic(path, lambda tmp: ds.to_netcdf(tmp))
+
+
+def load_netcdf(path) -> xr.Dataset:
+    """Read a saved result fully into memory (the file is closed afterwards)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisError(f"No saved result at {path}")
+    with xr.open_dataset(path) as ds:
+        return ds.load()
+
+
+def save_figure(fig: Figure, stem, formats=("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically)."""
+    stem = Path(stem)
+    return [_atomic(stem.with_suffix(f".{fmt}"), lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
+            for fmt in formats]
+
+
+def save_text(text: str, path) -> Path:
+    """Write text atomically."""
+    return _atomic(path, lambda tmp: tmp.write_text(text))
