@@ -64,7 +64,7 @@ def _verdict(flags: list[bool]) -> str:
     return "supported" if all(flags) else ("partly supported" if any(flags) else "not supported")
 
 
-def finding_f1(inner: xr.DataArray, supervised: xr.DataArray | None = None,
+def finding_f1(inner: xr.DataArray | None, supervised: xr.DataArray | None = None,
                n_boot: int = 2000, seed: int = 0) -> dict:
     """F1: late-minus-early change after the inner loop, per checkpoint (CI over tasks).
 
@@ -77,15 +77,19 @@ def finding_f1(inner: xr.DataArray, supervised: xr.DataArray | None = None,
         The same measure of :func:`analyses.figure_data.training_change` (layer,
         checkpoint).
     """
-    ch = change(_last_step(inner))
-    layers = [str(x) for x in ch["layer"].values]
-    early, late = layers[0], layers[-1]
-    diff = ch.sel(layer=late) - ch.sel(layer=early)
-    rows = [{"checkpoint": int(c), **_ci(diff.sel(checkpoint=c), n_boot, seed)}
-            for c in diff["checkpoint"].values]
-    flags = [r["lower"] > 0 if not np.isnan(r["lower"]) else r["mean"] > 0 for r in rows]
-    out = {"early": early, "late": late, "per_checkpoint": rows,
-           "layer_means": {layer: float(ch.sel(layer=layer).mean()) for layer in layers}}
+    if inner is None and supervised is None:
+        raise AnalysisError("finding_f1 needs an inner-loop result, a supervised result, or both")
+    out, flags = {"per_checkpoint": [], "layer_means": {}}, []
+    if inner is not None:
+        ch = change(_last_step(inner))
+        layers = [str(x) for x in ch["layer"].values]
+        early, late = layers[0], layers[-1]
+        diff = ch.sel(layer=late) - ch.sel(layer=early)
+        rows = [{"checkpoint": int(c), **_ci(diff.sel(checkpoint=c), n_boot, seed)}
+                for c in diff["checkpoint"].values]
+        flags = [r["lower"] > 0 if not np.isnan(r["lower"]) else r["mean"] > 0 for r in rows]
+        out = {"early": early, "late": late, "per_checkpoint": rows,
+               "layer_means": {layer: float(ch.sel(layer=layer).mean()) for layer in layers}}
     if supervised is not None:
         sc = change(supervised)
         sd = (sc.sel(layer=sc["layer"].values[-1]) - sc.sel(layer=sc["layer"].values[0]))
@@ -163,12 +167,13 @@ def findings_markdown(f1: dict | None, f2: dict | None, f3: dict | None, *, meas
              + ("dissimilarity" if measure == "rsa" else "1 - similarity")
              + f"); brackets: {pct}% percentile bootstrap CI over tasks.", ""]
     if f1:
-        lines += [f"## F1: early layers change less than late layers: **{f1['verdict']}**", "",
-                  f"Change after the inner loop, `{f1['late']}` minus `{f1['early']}` (positive = "
-                  "late layer changes more):", "", "| checkpoint | late - early |", "| --- | --- |"]
-        lines += [f"| {r['checkpoint']} | {_fmt(r)} |" for r in f1["per_checkpoint"]]
-        lines += ["", "Mean change per layer: " + ", ".join(
-            f"`{k}` {v:.4g}" for k, v in f1["layer_means"].items()), ""]
+        lines += [f"## F1: early layers change less than late layers: **{f1['verdict']}**", ""]
+        if f1["per_checkpoint"]:
+            lines += [f"Change after the inner loop, `{f1['late']}` minus `{f1['early']}` (positive = "
+                      "late layer changes more):", "", "| checkpoint | late - early |", "| --- | --- |"]
+            lines += [f"| {r['checkpoint']} | {_fmt(r)} |" for r in f1["per_checkpoint"]]
+            lines += ["", "Mean change per layer: " + ", ".join(
+                f"`{k}` {v:.4g}" for k, v in f1["layer_means"].items()), ""]
         if "supervised" in f1:
             s = f1["supervised"]
             lines += [f"Supervised MNIST control: late - early > 0 at "

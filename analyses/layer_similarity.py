@@ -1,0 +1,197 @@
+"""Layer similarity during meta-learning: train (if needed), record, analyse, report.
+
+Run ``python analyses/layer_similarity.py --help`` for every option.
+
+With no arguments this runs the quick end-to-end path on a fresh machine:
+
+1. ``python -m training.maml --preset quick --out runs/quick`` (skipped when
+   ``runs/quick/checkpoints`` holds checkpoints);
+2. ``python -m training.record --run runs/quick --checkpoints all --tasks 8
+   --inner-steps 0,1,5,10`` (skipped when ``runs/quick/activations`` holds records);
+3. ``python -m training.supervised --out runs/mnist`` (skipped likewise);
+4. the analysis: figures 1a, 1b, 3, 4, 5 of the MAML run and figure 2 of the MNIST
+   control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
+   ``results/findings.md`` (claims F1-F3 with bootstrap CIs).
+
+Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
+``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
+and ``miniimagenet-5way-1shot`` when Mini-ImageNet data are present), records 50 tasks
+at every 1000th step and analyses them: a GPU job of roughly 15 hours per MAML run
+(about 0.9 s per meta-step on a 2-core CPU, i.e. days). ``--maml-run`` /
+``--mnist-run`` / ``--run`` analyse existing runs without training anything;
+``--redraw`` redraws every figure from saved netCDF without recomputing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Run as a script, sys.path[0] is analyses/; the package itself is imported absolutely.
+from analyses.errors import AnalysisError
+from analyses.measures import MEASURES
+from analyses.mds import MDS_MODES
+from analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
+                               redraw, summarize)
+from analyses.rdms import RDM_METHODS
+from analyses.saving import save_text
+
+PRESETS = {
+    "quick": {"maml": ["quick"], "record": ["--checkpoints", "all", "--tasks", "8",
+                                            "--inner-steps", "0,1,5,10"]},
+    "paper": {"maml": ["omniglot-20way-1shot", "miniimagenet-5way-1shot"],
+              "record": ["--checkpoints", "every:1000", "--tasks", "50", "--inner-steps", "0,1,5,10"]},
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python analyses/layer_similarity.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Without --run/--maml-run/--mnist-run the preset's runs are trained and recorded "
+               "first (each stage skipped when its output exists). See the module docstring.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="quick: CPU minutes (MAML 'quick' preset, 8 tasks); paper: the full "
+                        "reproduction (GPU, ~15 h per MAML run; Mini-ImageNet when its data exist)")
+    p.add_argument("--run", action="append", default=[], type=Path, metavar="DIR",
+                   help="existing run folder (or its activations/ folder) to analyse; repeatable; "
+                        "kind detected from the record (1 task, inner step 0 = supervised control)")
+    p.add_argument("--maml-run", action="append", default=[], type=Path, metavar="DIR",
+                   help="existing meta-learning run folder to analyse (repeatable)")
+    p.add_argument("--mnist-run", type=Path, metavar="DIR",
+                   help="existing supervised MNIST run folder to analyse")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where presets train")
+    p.add_argument("--results", type=Path, default=Path("results"), help="output folder")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data folder laid out like ../shared/data (default: $REPSCOPE_DATA, "
+                        "else the training CLIs download)")
+    p.add_argument("--device", default=None,
+                   help="torch device for training and CKA, e.g. cuda (default: CPU)")
+    p.add_argument("--measures", default="rsa,cka_linear",
+                   help=f"comma-separated measures for figs 1a/1b/2; from {sorted(MEASURES)}")
+    p.add_argument("--primary", default="rsa", choices=sorted(MEASURES),
+                   help="measure of the RDM of RDMs (figs 3/5/6) and of the findings")
+    p.add_argument("--rdm-method", default="correlation", choices=RDM_METHODS,
+                   help="first-order RDM (correlation: the paper's code; euclidean: its text, "
+                        "rsatoolbox's squared distance / n units)")
+    p.add_argument("--mds-mode", default="paper", choices=MDS_MODES,
+                   help="paper: min-max scaled rows as features (the paper's code); "
+                        "precomputed: MDS on the dissimilarities")
+    p.add_argument("--meta-gap", type=int, default=1000,
+                   help="meta-steps compared in fig 1b and F2 (nearest checkpoint spacing used)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
+    p.add_argument("--redraw", action="store_true",
+                   help="only redraw all figures under --results from their saved netCDF")
+    return p
+
+
+def _activations(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder / "activations" if (folder / "activations").is_dir() else folder
+
+
+def _open(folder: Path):
+    import probes
+
+    try:
+        return probes.open_run(_activations(folder))
+    except probes.ProbeError as err:
+        raise AnalysisError(f"Cannot read the activation record of run {folder}: {err}") from None
+
+
+def _has(folder: Path, pattern: str) -> bool:
+    return folder.is_dir() and any(folder.glob(pattern))
+
+
+def _stage(cmd: list[str], what: str) -> None:
+    print(f"[layer_similarity] {what}: {' '.join(cmd)}", flush=True)
+    t0 = time.time()
+    done = subprocess.run(cmd)
+    if done.returncode != 0:
+        raise AnalysisError(f"{what} failed with exit code {done.returncode}: {' '.join(cmd)}")
+    print(f"[layer_similarity] {what} done in {time.time() - t0:.0f} s", flush=True)
+
+
+def _data_args(args) -> list[str]:
+    data = args.data or (Path(os.environ["REPSCOPE_DATA"]) if os.environ.get("REPSCOPE_DATA") else None)
+    return ["--data", str(data)] if data else []
+
+
+def _train_and_record(args) -> tuple[list[Path], Path]:
+    """Run the preset's stages whose outputs are missing; return the run folders."""
+    preset = PRESETS[args.preset]
+    data = _data_args(args)
+    dev = ["--device", args.device] if args.device else []
+    runs = []
+    for name in preset["maml"]:
+        if name.startswith("miniimagenet"):
+            roots = [r for r in (args.data, os.environ.get("REPSCOPE_DATA"),
+                                 os.environ.get("REPSCOPE_CACHE", Path.home() / ".cache/repscope/data")) if r]
+            if not any((Path(r) / "miniimagenet").is_dir() for r in roots):
+                print(f"[layer_similarity] skipping {name}: no miniimagenet/ in the data folder", flush=True)
+                continue
+        out = args.runs_dir / name
+        if _has(out / "checkpoints", "*.pt"):
+            print(f"[layer_similarity] skip training {name}: checkpoints exist in {out}", flush=True)
+        else:
+            _stage([sys.executable, "-m", "training.maml", "--preset", name, "--out", str(out)] + data + dev,
+                   f"train {name}")
+        if _has(out / "activations", "*.nc"):
+            print(f"[layer_similarity] skip recording {name}: {out / 'activations'} exists", flush=True)
+        else:
+            _stage([sys.executable, "-m", "training.record", "--run", str(out)] + preset["record"] + data,
+                   f"record {name}")
+        runs.append(out)
+    mnist = args.runs_dir / "mnist"
+    if _has(mnist / "activations", "*.nc"):
+        print(f"[layer_similarity] skip supervised control: {mnist / 'activations'} exists", flush=True)
+    else:
+        _stage([sys.executable, "-m", "training.supervised", "--out", str(mnist)] + data,
+               "train the supervised MNIST control")
+    return runs, mnist
+
+
+def main(argv=None) -> int:
+    """Command-line entry; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.redraw:
+            files = redraw(args.results)
+            print(f"[layer_similarity] redrew {len(files)} files under {args.results}")
+            return 0
+        cfg = AnalysisConfig(measures=tuple(m.strip() for m in args.measures.split(",") if m.strip()),
+                             primary=args.primary, rdm_method=args.rdm_method, mds_mode=args.mds_mode,
+                             meta_gap=args.meta_gap, n_boot=args.n_boot, device=args.device)
+        maml_runs, mnist_run = list(args.maml_run), args.mnist_run
+        for run in args.run:
+            if is_supervised(_open(run)):
+                mnist_run = run
+            else:
+                maml_runs.append(run)
+        if not (maml_runs or mnist_run):
+            maml_runs, mnist_run = _train_and_record(args)
+        t0 = time.time()
+        supervised = None
+        if mnist_run is not None:
+            res = analyse_supervised(_open(mnist_run), cfg, args.results / Path(mnist_run).name, str(mnist_run))
+            supervised = res["supervised"]
+        maml = {}
+        for run in maml_runs:
+            maml[Path(run).name] = analyse_maml(_open(run), cfg, args.results / Path(run).name, str(run))
+        summary = summarize(maml, supervised, cfg)
+        path = save_text(summary, args.results / "findings.md")
+        print(summary)
+        print(f"[layer_similarity] analysis took {time.time() - t0:.0f} s; results in {args.results}, "
+              f"summary {path}")
+        return 0
+    except AnalysisError as err:
+        print(f"layer_similarity: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

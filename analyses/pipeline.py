@@ -1,0 +1,232 @@
+"""From activation records to saved results, figures and the findings summary.
+
+:func:`analyse_maml` and :func:`analyse_supervised` compute the figure results of one
+run, save them as netCDF (``figXX.nc``) and draw them (``figXX.png``, ``figXX.pdf``)
+in an output folder. :func:`redraw` redraws every figure of a folder from its netCDF
+files alone, without recomputing anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from analyses import figure_data as fd
+from analyses.errors import AnalysisError
+from analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
+from analyses.mds import MDS_MODES, mds_embedding
+from analyses.measures import get_measure
+from analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
+                            plot_rdm_of_rdms, plot_training_change)
+from analyses.rdms import RDM_METHODS
+from analyses.saving import load_netcdf, save_figure, save_netcdf
+
+__all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
+           "choose_lag", "is_supervised", "is_miniimagenet"]
+
+
+@dataclass
+class AnalysisConfig:
+    """Choices of the analysis; stored with every saved result.
+
+    Attributes
+    ----------
+    measures : tuple of str
+        Measures for figures 1a, 1b and 2 (names of :data:`analyses.MEASURES`).
+    primary : str
+        Measure of the RDM of RDMs (figures 3, 5, 6) and of the findings.
+    rdm_method : str
+        First-order RDM for ``rsa``: "correlation" (the paper's 2021 code),
+        "euclidean" (the paper's text; rsatoolbox's squared / n units) or "cosine".
+    mds_mode : str
+        "paper" (min-max scaled rows, as the paper's code) or "precomputed".
+    meta_gap : int
+        Meta-training steps for figure 1b and F2 (the paper: 1000); the nearest
+        multiple of the checkpoint spacing is used.
+    fig3_checkpoints, fig3_tasks : int
+        Sizes of the figure 3 selection; inner steps ``fig3_inner_steps``.
+    n_boot, seed : int
+        Bootstrap resamples and seed of the findings' CIs.
+    device : str or None
+        Torch device for CKA ("cuda" on a GPU machine).
+    """
+
+    measures: tuple = ("rsa", "cka_linear")
+    primary: str = "rsa"
+    rdm_method: str = "correlation"
+    mds_mode: str = "paper"
+    meta_gap: int = 1000
+    fig3_checkpoints: int = 5
+    fig3_tasks: int = 4
+    fig3_inner_steps: tuple = (0, 1, 5, 10)
+    n_boot: int = 2000
+    seed: int = 0
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for m in (*self.measures, self.primary):
+            get_measure(m)
+        if self.rdm_method not in RDM_METHODS:
+            raise AnalysisError(f"Unknown rdm_method {self.rdm_method!r}. Expected one of {sorted(RDM_METHODS)}")
+        if self.mds_mode not in MDS_MODES:
+            raise AnalysisError(f"Unknown mds_mode {self.mds_mode!r}. Expected one of {sorted(MDS_MODES)}")
+
+    def options(self, measure: str) -> dict:
+        """Options passed to :func:`analyses.compare` for ``measure``."""
+        if measure == "rsa":
+            return {"rdm_method": self.rdm_method}
+        return {"device": self.device} if self.device else {}
+
+    def spec(self) -> dict:
+        return {m: self.options(m) for m in self.measures}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+def is_supervised(ds: xr.Dataset) -> bool:
+    """A record with one task and only inner step 0 (the supervised control)."""
+    return ds.sizes.get("task", 1) == 1 and ds.sizes.get("inner_step", 1) == 1
+
+
+def is_miniimagenet(ds: xr.Dataset) -> bool:
+    """Whether the record's run config names Mini-ImageNet."""
+    try:
+        cfg = json.loads(ds.attrs.get("config", "{}"))
+    except ValueError:
+        return False
+    return "miniimagenet" in json.dumps(cfg).lower().replace("-", "").replace("_", "")
+
+
+def choose_lag(checkpoints, gap: int) -> int:
+    """Number of checkpoints closest to ``gap`` training steps (at least 1).
+
+    Examples
+    --------
+    >>> choose_lag([0, 100, 200, 300, 400], 1000), choose_lag(range(0, 5000, 1000), 1000)
+    (4, 1)
+    """
+    ck = np.asarray(list(checkpoints))
+    if len(ck) < 2:
+        raise AnalysisError(f"Need at least 2 checkpoints for a meta-training gap; got {ck.tolist()}")
+    step = float(np.median(np.diff(ck)))
+    return int(np.clip(round(gap / step), 1, len(ck) - 1))
+
+
+def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
+    res.attrs.update({"analysis_config": cfg.to_json(), "source": source,
+                      "run_config": ds.attrs.get("config", "{}"),
+                      "versions": ds.attrs.get("versions", "{}")})
+    return res
+
+
+def _rdm_figure(ds, cfg, layers, sel):
+    rdm = fd.rdm_of_rdms(ds, cfg.primary, selection=sel, layers=layers, **cfg.options(cfg.primary))
+    emb = mds_embedding(rdm, cfg.mds_mode, seed=0)
+    return xr.Dataset({"rdm_of_rdms": rdm, "mds": emb}, attrs={**rdm.attrs, "mds_mode": cfg.mds_mode})
+
+
+def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
+    """Figures 1a, 1b, 3 (or 6 for Mini-ImageNet), 4, 5 of one meta-learning record.
+
+    Returns
+    -------
+    dict
+        ``{"inner": Dataset, "meta": Dataset, "files": [Path, ...]}``.
+    """
+    out = Path(out)
+    layers = fd.layer_names(ds)
+    files = []
+    stages = ["fig1a", "fig1b", "fig3", "fig5", "fig4"]
+    bar = tqdm(stages, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
+    results = {}
+    for stage in bar:
+        bar.set_postfix_str(stage)
+        if stage == "fig1a":
+            res = fd.inner_loop_change(ds, cfg.spec())
+            results["inner"] = res
+        elif stage == "fig1b":
+            if ds.sizes["checkpoint"] < 2:
+                continue
+            lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
+            res = fd.meta_change(ds, cfg.spec(), lag=lag)
+            results["meta"] = res
+        elif stage in ("fig3", "fig5"):
+            sel = fd.default_selection(ds, cfg.fig3_checkpoints, cfg.fig3_tasks, cfg.fig3_inner_steps)
+            body = layers[:-1] if len(layers) > 1 else layers
+            res = _rdm_figure(ds, cfg, body if stage == "fig3" else layers[-1:], sel)
+            if stage == "fig3" and is_miniimagenet(ds):
+                stage = "fig6"
+        else:
+            if "accuracy" not in ds:
+                continue
+            res = fd.accuracy_curves(ds)
+        res.attrs["figure"] = stage[3:]
+        _provenance(res, ds, cfg, source)
+        files.append(save_netcdf(res, out / f"{stage}.nc"))
+        files += save_figure(draw(res), out / stage)
+    results["files"] = files
+    return results
+
+
+def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
+    """Figure 2 of the supervised control record."""
+    res = fd.training_change(ds, cfg.spec())
+    res.attrs["figure"] = "2"
+    _provenance(res, ds, cfg, source)
+    files = [save_netcdf(res, Path(out) / "fig2.nc")]
+    files += save_figure(draw(res), Path(out) / "fig2")
+    return {"supervised": res, "files": files}
+
+
+def draw(res: xr.Dataset):
+    """Draw a saved result according to its ``figure`` attr."""
+    fig = str(res.attrs.get("figure"))
+    if fig == "1a":
+        return plot_inner_loop_change(res)
+    if fig == "1b":
+        return plot_meta_change(res)
+    if fig == "2":
+        return plot_training_change(res)
+    if fig in ("3", "5", "6"):
+        return plot_rdm_of_rdms(res["rdm_of_rdms"], res["mds"], title=f"Fig. {fig}")
+    if fig == "4":
+        return plot_accuracy(res)
+    raise AnalysisError(f"Unknown figure {fig!r}. Expected one of ['1a', '1b', '2', '3', '4', '5', '6']")
+
+
+def redraw(folder: Path) -> list[Path]:
+    """Redraw every ``fig*.nc`` under ``folder`` from the saved values alone.
+
+    Returns the PNG and PDF files written.
+    """
+    written = []
+    for nc in sorted(Path(folder).rglob("fig*.nc")):
+        written += save_figure(draw(load_netcdf(nc)), nc.with_suffix(""))
+    if not written:
+        raise AnalysisError(f"No saved figure results (fig*.nc) under {folder}")
+    return written
+
+
+def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: AnalysisConfig) -> str:
+    """Markdown findings for each analysed meta-learning run (F1-F3, primary and others)."""
+    parts = [f"Analysis settings: `{cfg.to_json()}`\n"]
+    if not maml and supervised is not None:
+        for m in cfg.measures:
+            f1 = finding_f1(None, supervised[m], n_boot=cfg.n_boot, seed=cfg.seed)
+            parts.append(findings_markdown(f1, None, None, measure=m, title=f"Findings: supervised control, {m}"))
+    for name, res in maml.items():
+        for m in cfg.measures:
+            inner = res["inner"][m]
+            sup = supervised[m] if supervised is not None and m in supervised else None
+            f1 = finding_f1(inner, sup, n_boot=cfg.n_boot, seed=cfg.seed)
+            f2 = finding_f2(inner, res["meta"][m], n_boot=cfg.n_boot, seed=cfg.seed) if "meta" in res else None
+            f3 = finding_f3(inner, n_boot=cfg.n_boot, seed=cfg.seed)
+            parts.append(findings_markdown(f1, f2, f3, measure=m, title=f"Findings: {name}, {m}"))
+    return "\n".join(parts)
