@@ -161,7 +161,7 @@ def mnist_offline_split(root=None, n_probe: int = 100, download: bool = False) -
     if not 0 < n_probe < len(x):
         raise DataError(f"n_probe={n_probe} must be between 1 and {len(x) - 1}.")
     note = (f"OFFLINE MNIST: the training set is not used; training on MNIST test images "
-            f"[{n_probe}:] ({len(x) - n_probe} images) and probing on test images "
+            f"[{n_probe}:] ({len(x) - n_probe} images of t10k) and probing on test images "
             f"[0:{n_probe}]. Numbers are not comparable with a model trained on the "
             "60,000 training images.")
     warnings.warn(note, OfflineDataWarning, stacklevel=2)
