@@ -1,0 +1,313 @@
+"""Meta-train the conv4 network with MAML: ``python -m training.maml --preset NAME --out DIR``.
+
+A run folder holds ``config.json`` (the resolved :class:`~training.config.MAMLConfig`),
+``checkpoints/step_XXXXXXXX.pt`` (meta-parameters, optimiser and RNG state at step 0,
+early log-spaced steps, every ``checkpoint_every`` steps and the last step),
+``state.pt`` (the latest resumable state, every ``state_every`` steps),
+``metrics.jsonl`` (a ``config`` header line, then one ``train`` line per meta-step with
+the query loss and accuracy before and after adaptation, and ``val`` lines with the mean
+and 95% CI over ``val_tasks`` held-out tasks) and, once training is done,
+``evaluation.json`` (test tasks and, for background-only Omniglot runs, Lake et al.'s
+20-run benchmark, beside the published numbers).
+
+``--resume`` continues from the newest saved state; because every episode is a pure
+function of (seed, step), a run killed at any moment and resumed ends with the same
+weights as an uninterrupted run (bit-exact on CPU). An existing run is never
+overwritten without ``--resume`` or ``--overwrite``.
+
+Examples
+--------
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as d:
+...     result = train(get_preset("quick", n_way=5, meta_batch=2, steps=3, val_every=0,
+...                               test_tasks=2, lake_eval=False, progress=False,
+...                               data=str(DATA)), d + "/run", log=None)
+...     sorted(load_run(d + "/run")[1])
+[0, 1, 2, 3]
+"""
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional, get_args
+
+import torch
+
+from .checkpoint import (atomic_write_text, checkpoint_path, latest_resumable, load_checkpoint,
+                         load_run, save_checkpoint, set_rng_state)
+from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
+from .errors import TrainingError
+from .evaluate import PUBLISHED, evaluate_tasks, lake_episodes, summarize
+from .meta import meta_step
+from .model import build_model
+from .tasks import lake_runs, task_samplers
+
+__all__ = ["train", "main"]
+
+_ARTEFACTS = ("config.json", "checkpoints", "state.pt", "metrics.jsonl", "evaluation.json")
+
+
+def _device(config) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was requested but torch.cuda.is_available() is "
+                            "False. Expected one of ['cpu'] on this machine")
+    return torch.device(config.device)
+
+
+def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> bool:
+    """Return True when an existing run is to be resumed."""
+    exists = (out / "config.json").is_file()
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite exclude each other")
+    if exists and resume:
+        return True
+    if exists and not overwrite:
+        raise TrainingError(f"{str(out)!r} already holds a run. Pass --resume to continue it "
+                            "or --overwrite to start again from step 0")
+    if exists and overwrite:
+        for name in _ARTEFACTS:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    if not exists and any(out.glob("*")) and not overwrite:
+        raise TrainingError(f"{str(out)!r} is not empty and holds no run (no config.json). "
+                            "Choose a new folder or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def _check_same_run(stored: MAMLConfig, given: MAMLConfig) -> MAMLConfig:
+    a, b = stored.to_dict(), given.to_dict()
+    diff = sorted(k for k in a if a[k] != b[k] and k not in RUNTIME_FIELDS)
+    if diff:
+        raise TrainingError(
+            "--resume with a configuration that differs from the stored run in "
+            f"{[(k, a[k], b[k]) for k in diff]} (stored, given). Only {list(RUNTIME_FIELDS)} "
+            "may change on resume")
+    return given
+
+
+def _rewrite_metrics(path: Path, config: MAMLConfig, keep_until: int) -> None:
+    """Keep the lines of steps <= keep_until; put the current config in the header."""
+    lines = [json.dumps({"kind": "config", "config": config.to_dict()})]
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off by a crash
+            if rec.get("kind") != "config" and rec.get("step", 0) <= keep_until:
+                lines.append(line)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def _validate(model, sampler, config) -> dict:
+    episodes = (sampler.episode(i) for i in range(config.val_tasks))
+    return summarize(evaluate_tasks(model, episodes, config, config.inner_steps_eval))
+
+
+def final_evaluation(model, samplers, config, log=print) -> dict:
+    """Test tasks and (if ``config.lake_eval``) Lake's benchmark, beside published numbers."""
+    result = {"config": config.to_dict(), "inner_steps": config.inner_steps_eval}
+    if config.test_tasks:
+        episodes = (samplers["test"].episode(i) for i in range(config.test_tasks))
+        result["test"] = summarize(evaluate_tasks(model, episodes, config))
+        if log:
+            t = result["test"]
+            log(f"test: {config.n_way}-way {config.k_shot}-shot accuracy {t['mean']:.2f} +- "
+                f"{t['ci95']:.2f} % over {t['n_tasks']} held-out tasks "
+                f"({config.inner_steps_eval} inner steps); chance {100 / config.n_way:.1f} %")
+    if config.lake_eval:
+        acc = evaluate_tasks(model, lake_episodes(lake_runs(config)), config)
+        result["lake"] = {**summarize(acc), "per_run": [round(float(a) * 100, 2)
+                                                        for a in acc[:, -1]]}
+        result["published"] = PUBLISHED
+        if log:
+            t = result["lake"]
+            log(f"Lake et al. 20-run benchmark: {t['mean']:.2f} +- {t['ci95']:.2f} % "
+                f"(published: MAML {PUBLISHED['finn2017_omniglot_20way_1shot']['mean']} +- "
+                f"{PUBLISHED['finn2017_omniglot_20way_1shot']['ci95']} % on the standard "
+                f"split; people {PUBLISHED['lake2015_human_20way_1shot']['mean']} %)")
+    return result
+
+
+def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False,
+          log=print, on_step=None) -> dict:
+    """Meta-train as ``config`` says, writing the run folder ``out``.
+
+    Parameters
+    ----------
+    config : MAMLConfig
+        The run's configuration. On ``resume`` it must equal the stored one except for
+        ``device``, ``progress``, ``data`` and ``steps``.
+    out : path-like
+        Run folder.
+    resume, overwrite : bool
+        Continue an existing run / delete an existing run's artefacts first.
+    log : callable or None
+        Receives one-line messages (``print`` by default).
+    on_step : callable, optional
+        Called as ``on_step(step)`` after each meta-step's metrics are written and
+        before its checkpoint (used by tests to interrupt a run).
+
+    Returns
+    -------
+    dict
+        The final evaluation (also written to ``out/evaluation.json``).
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    log = log or (lambda *_: None)
+    resuming = _prepare_folder(out, resume, overwrite)
+    if resuming:
+        config = _check_same_run(load_run(out)[0], config)
+    device = _device(config)
+    samplers = task_samplers(config)
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
+    metrics = out / "metrics.jsonl"
+    start = 0
+    if resuming:
+        found = latest_resumable(out)
+        if found is None:
+            raise TrainingError(f"{str(out)!r} has config.json but no checkpoint to resume "
+                                "from; pass --overwrite to start again")
+        start, path = found
+        ckpt = load_checkpoint(path, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        meta_opt.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        log(f"resuming {str(out)!r} from step {start} ({path.name})")
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    _rewrite_metrics(metrics, config, keep_until=start)
+    schedule = set(checkpoint_steps(config))
+    if start == 0:
+        if config.val_every:
+            _append(metrics, {"kind": "val", "step": 0, **_validate(model, samplers["val"],
+                                                                    config)})
+        save_checkpoint(checkpoint_path(out, 0), step=0, config=config, model=model,
+                        optimizer=meta_opt)
+    t0 = time.time()
+    bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
+               desc=config.preset, dynamic_ncols=True)
+    for step in range(start, config.steps):
+        m = meta_step(model, meta_opt, samplers["train"].batch(step, config.meta_batch), config)
+        done = step + 1
+        _append(metrics, {"kind": "train", "step": done, **{k: round(v, 6) for k, v in m.items()},
+                          "elapsed_s": round(time.time() - t0, 3)})
+        if config.val_every and done % config.val_every == 0:
+            v = _validate(model, samplers["val"], config)
+            _append(metrics, {"kind": "val", "step": done, **v})
+            log(f"step {done}: validation accuracy {v['mean']:.2f} +- {v['ci95']:.2f} % "
+                f"({v['n_tasks']} tasks)")
+        if on_step is not None:
+            on_step(done)
+        if done in schedule:
+            save_checkpoint(checkpoint_path(out, done), step=done, config=config, model=model,
+                            optimizer=meta_opt)
+        elif done % config.state_every == 0:
+            save_checkpoint(out / "state.pt", step=done, config=config, model=model,
+                            optimizer=meta_opt)
+        bar.update(1)
+        bar.set_postfix(loss=f"{m['post_loss']:.3f}", pre_acc=f"{m['pre_acc']:.3f}",
+                        post_acc=f"{m['post_acc']:.3f}", refresh=False)
+    bar.close()
+    if (out / "state.pt").is_file():
+        (out / "state.pt").unlink()  # the last scheduled checkpoint supersedes it
+    result = final_evaluation(model, samplers, config, log=log)
+    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _base_type(field):
+    args = [a for a in get_args(field.type) if a is not type(None)]
+    return args[0] if args else field.type
+
+
+def _parse_value(kind, optional):
+    def parse(text):
+        if optional and text.lower() == "none":
+            return None
+        return kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.maml",
+        description="Meta-train the conv4 network of Finn et al. (2017) with MAML (via "
+                    "higher) and write a run folder: config.json, checkpoints/, "
+                    "metrics.jsonl, evaluation.json. Presets: " + ", ".join(sorted(PRESETS))
+                    + ". Every option below overrides the value of the preset (see training/config.py "
+                    "for each preset's values).",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="Starting configuration (default: quick; on --resume: the stored "
+                        "run's configuration).")
+    p.add_argument("--out", required=True, help="Run folder to write.")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the run in --out from its newest saved state.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Delete the run in --out and start again from step 0.")
+    for f in dataclasses.fields(MAMLConfig):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f)
+        optional = type(None) in get_args(f.type)
+        if kind is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=f.metadata["help"])
+        elif kind is tuple:
+            p.add_argument(flag, dest=f.name, default=None, metavar="A,B",
+                           type=lambda s: tuple(a for a in s.split(",") if a),
+                           help=f.metadata["help"])
+        else:
+            p.add_argument(flag, dest=f.name, default=None,
+                           type=_parse_value(kind, optional),
+                           help=f.metadata["help"] + (" ('none' for None)" if optional else ""))
+    return p
+
+
+def config_from_args(args) -> MAMLConfig:
+    """The resolved configuration of parsed command-line ``args``."""
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(MAMLConfig)
+                 if f.name != "preset" and getattr(args, f.name) is not None}
+    out = Path(args.out)
+    if args.resume and (out / "config.json").is_file():
+        stored = load_run(out)[0]
+        if args.preset is None or args.preset == stored.preset:
+            return dataclasses.replace(stored, **overrides)
+    return get_preset(args.preset or "quick", **overrides)
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        train(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
