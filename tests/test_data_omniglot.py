@@ -1,7 +1,6 @@
 """Omniglot from the real archives: counts, preprocessing, de-duplication, cache, bad input."""
 import io
 import shutil
-import warnings
 import zipfile
 from collections import Counter
 

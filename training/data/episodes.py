@@ -16,7 +16,8 @@ Support and query are ordered by label: ``support_y = [0]*K + [1]*K + ...``.
 Fixed analysis tasks (:meth:`EpisodeSampler.fixed_task`, :meth:`EpisodeSampler.fixed_tasks`)
 follow the paper: held-out characters, no rotation, no label shuffling, fixed order;
 task ``t`` uses classes ``[t*N, (t+1)*N)``, support = first drawing, query = second
-drawing, label ``j`` = ``j``-th class of the task.
+drawing, label ``j`` = ``j``-th class of the task. The paper's shared probe set (the
+second drawing of each character of task 0) is ``fixed_tasks(...)[0].query_x``.
 """
 from __future__ import annotations
 

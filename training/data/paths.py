@@ -33,10 +33,12 @@ def cache_dir() -> Path:
     Examples
     --------
     >>> import os
+    >>> saved = os.environ.get("REPSCOPE_CACHE")
     >>> os.environ["REPSCOPE_CACHE"] = "/tmp/repscope-example-cache"
-    >>> cache_dir()
-    PosixPath('/tmp/repscope-example-cache')
-    >>> del os.environ["REPSCOPE_CACHE"]
+    >>> str(cache_dir())
+    '/tmp/repscope-example-cache'
+    >>> if saved is None: del os.environ["REPSCOPE_CACHE"]
+    ... else: os.environ["REPSCOPE_CACHE"] = saved
     """
     env = os.environ.get(CACHE_ENV)
     if env:

@@ -126,7 +126,13 @@ def locate(dataset: str, names: list[str], *, root=None, download_ok: bool = Tru
             if path.is_dir():
                 return path
             if path.is_file():
-                return verify(path, sha256=known.sha256, md5=known.md5, size=known.size)
+                try:
+                    return verify(path, sha256=known.sha256, md5=known.md5, size=known.size)
+                except DataError as err:
+                    hint = (" It is a download: delete it to fetch it again."
+                            if folder == download_dir() / dataset else
+                            " Replace it with the published file.")
+                    raise DataError(f"{err}{hint}") from err
     if not download_ok:
         tried = [str(f / n) for f in dict.fromkeys(folders) for n in names]
         raise DataError(f"{dataset} file {names[0]!r} not found; looked for {tried}. "
