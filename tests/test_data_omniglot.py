@@ -108,12 +108,15 @@ def test_extracted_folder_gives_the_same_characters(chars, data_root, tmp_path):
                       cache=False)
 
 
-def test_subset_and_presets(chars):
+def test_subset_and_presets(chars, data_root, cache):
     sub = chars.subset([5, 0])
     assert sub.characters == [chars.characters[5], chars.characters[0]]
     np.testing.assert_array_equal(sub.images[1], chars.images[0])
     with pytest.raises(DataError, match="out of range for 242 characters"):
         chars.subset([242])
+    one = load_omniglot(data_root, archives="images_background_small1", download=False,
+                        cache=cache)
+    assert len(one) == 136 and list(one.meta["archives"]) == ["images_background_small1"]
     with pytest.raises(DataError, match="Unknown Omniglot archives 'evalution'.*background"):
         load_omniglot(archives="evalution")
     with pytest.raises(DataError, match="Unknown resample mode 'bicubic'"):
@@ -171,6 +174,8 @@ def test_archive_layout_errors(tmp_path, data_root):
     with pytest.raises(DataError, match="character 'Alpha/character02' has no drawings"):
         read_archive(_zip(tmp_path / "c.zip", [(ok, png), ("arch/Alpha/character02/", b"")]),
                      "arch")
+    stray = _zip(tmp_path / "s.zip", [(ok, png), ("arch/Alpha/notes.txt", b"x")])
+    assert list(read_archive(stray, "arch")) == ["Alpha/character01"]
     with pytest.raises(DataError, match="not inside the top folder 'arch/'"):
         read_archive(_zip(tmp_path / "d.zip", [(ok, png), ("other/x.png", png)]), "arch")
     with pytest.raises(DataError, match=r"'arch/\.\./x.png' is unsafe"):

@@ -118,7 +118,10 @@ class OmniglotCharacters:
 
 
 def _archive_names(archives) -> tuple:
-    names = PRESETS.get(archives, None) if isinstance(archives, str) else tuple(archives)
+    if isinstance(archives, str):
+        names = PRESETS.get(archives, (archives,) if archives in ARCHIVES else None)
+    else:
+        names = tuple(archives)
     if names is None or not names or any(a not in ARCHIVES for a in names):
         raise DataError(f"Unknown Omniglot archives {archives!r}. Expected a preset "
                         f"{sorted(PRESETS)} or a tuple of names from {list(ARCHIVES)}")
@@ -161,7 +164,7 @@ def _read_zip(z: zipfile.ZipFile, path: Path, name: str) -> dict:
                             f"{name}/<Alphabet>/characterNN/<drawer>.png")
         if len(parts) >= 2:
             alphabets.add(parts[1])
-        if len(parts) >= 3:
+        if len(parts) >= 4 or (len(parts) == 3 and info.is_dir()):
             chars.setdefault(f"{parts[1]}/{parts[2]}", [])
         if len(parts) == 4 and not info.is_dir() and parts[3].lower().endswith(".png"):
             chars[f"{parts[1]}/{parts[2]}"].append(
@@ -305,7 +308,7 @@ def load_omniglot(root=None, archives=("images_background_small1",
         Data folder (``omniglot/<archive>.zip`` or ``omniglot/<archive>/``); default
         ``$REPSCOPE_DATA``, else the download cache. See :func:`~training.data.paths.data_root`.
     archives : tuple of str or str
-        Archive names from :data:`ARCHIVES`, or a preset: ``"small"`` (small1 + small2,
+        Archive names from :data:`ARCHIVES` (one name or a tuple), or a preset: ``"small"`` (small1 + small2,
         242 characters), ``"background"`` (964), ``"evaluation"`` (659), ``"all"``.
         Use background archives only when evaluating on Lake's benchmark.
     download : bool
