@@ -1,32 +1,37 @@
-"""Per-layer storage for one recording: one preallocated CPU tensor, filled in place.
+"""Per-layer storage for one recording: one CPU tensor, filled in place.
 
 The hook does one ``copy_`` of the detached output into a slice of the buffer (this is
 the clone that protects against later in-place ops), so stimuli fed in several
-batches end up concatenated in order without a final ``torch.cat``.
+batches end up concatenated in order without a final ``torch.cat``. CUDA outputs are
+copied asynchronously into pinned memory; :meth:`_LayerBuffer.wait` synchronises.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 
 from ._outputs import OutputKey, pick_tensor
+from ._pool import BufferPool
 from .errors import ProbeError
 
 
 class _LayerBuffer:
-    __slots__ = ("path", "n", "dtype", "spatial_mean", "key", "order",
-                 "buf", "pos", "calls", "feature_shape", "reduced", "_dims")
+    __slots__ = ("path", "n", "dtype", "spatial_mean", "key", "order", "pool",
+                 "flat", "buf", "pos", "calls", "feature_shape", "reduced", "_dims", "_device")
 
     def __init__(self, path: str, n: int, dtype: torch.dtype, spatial_mean: bool,
-                 key: Optional[OutputKey], order: list[str]):
+                 key: Optional[OutputKey], order: list[str], pool: BufferPool):
         self.path, self.n, self.dtype = path, n, dtype
-        self.spatial_mean, self.key, self.order = spatial_mean, key, order
-        self.buf: Optional[torch.Tensor] = None
+        self.spatial_mean, self.key, self.order, self.pool = spatial_mean, key, order, pool
+        self.flat: Optional[torch.Tensor] = None      # (stimulus, unit)
+        self.buf: Optional[torch.Tensor] = None       # the same memory, (stimulus, *stored)
         self.pos = self.calls = 0
         self.feature_shape: tuple[int, ...] = ()
         self.reduced = False
         self._dims: tuple[int, ...] = ()
+        self._device: Optional[torch.device] = None
 
     def _start(self, out: torch.Tensor) -> None:
         if out.ndim < 1:
@@ -37,7 +42,10 @@ class _LayerBuffer:
         self.reduced = self.spatial_mean and out.ndim > 2
         self._dims = tuple(range(2, out.ndim)) if self.reduced else ()
         stored = self.feature_shape[:1] if self.reduced else self.feature_shape
-        self.buf = torch.empty((self.n, *stored), dtype=self.dtype)
+        pinned = out.device.type == "cuda"
+        self._device = out.device if pinned else None
+        self.flat = self.pool.take(self.n, math.prod(stored), self.dtype, pinned)
+        self.buf = self.flat.view(self.n, *stored)
         self.order.append(self.path)
 
     def hook(self, module, inputs, output) -> None:
@@ -64,7 +72,7 @@ class _LayerBuffer:
         if self._dims:
             out = out.mean(dim=self._dims)
         try:
-            self.buf[self.pos:end].copy_(out.detach())
+            self.buf[self.pos:end].copy_(out.detach(), non_blocking=self._device is not None)
         except RuntimeError as err:
             raise ProbeError(
                 f"Could not copy the output of layer {self.path!r} (shape {tuple(out.shape)}, "
@@ -73,7 +81,7 @@ class _LayerBuffer:
         self.pos = end
         self.calls += 1
 
-    def flat(self) -> torch.Tensor:
-        """The recorded ``(stimulus, unit)`` array."""
-        assert self.buf is not None
-        return self.buf.reshape(self.n, -1)
+    def wait(self) -> None:
+        """Block until asynchronous copies from a GPU have landed."""
+        if self._device is not None:
+            torch.cuda.synchronize(self._device)

@@ -14,6 +14,7 @@ from torch import nn
 from ._assemble import assemble
 from ._buffer import _LayerBuffer
 from ._outputs import OutputKey
+from ._pool import BufferPool
 from ._select import LayerSelector, resolve_layers
 from .errors import ProbeError
 from .schema import REDUCTIONS, ROLES
@@ -27,7 +28,9 @@ class Recording:
     ``(checkpoint, task, inner_step)``, on one labelled stimulus set.
 
     ``activations`` (module path to a ``(stimulus, unit)`` NumPy array) is filled when
-    the ``with`` block exits normally.
+    the ``with`` block exits normally, and emptied when the Probe forgets the recording
+    (:meth:`Probe.clear`, ``to_dataset(clear=True)``); arrays taken out before that stay
+    valid.
     """
 
     key: tuple[int, int, int]
@@ -35,6 +38,7 @@ class Recording:
     image_ids: np.ndarray
     roles: np.ndarray
     activations: dict[str, np.ndarray] = field(default_factory=dict)
+    _tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -141,6 +145,7 @@ class Probe:
         self._cells: dict[tuple[int, int, int], Recording] = {}
         self._layer_attrs: dict[str, dict] = {}
         self._order: list[str] = []
+        self._pool = BufferPool()
         self._active = False
 
     def _normalise_reduce(self, reduce) -> dict[str, str]:
@@ -223,7 +228,8 @@ class Probe:
         order: list[str] = []
         buffers = {
             path: _LayerBuffer(path, len(labels_arr), _DTYPES[self.dtype],
-                               self.reduce[path] == "spatial_mean", self.output_keys.get(path), order)
+                               self.reduce[path] == "spatial_mean", self.output_keys.get(path), order,
+                               self._pool)
             for path in self.layers
         }
         rec = Recording(key, labels_arr, ids, roles)
@@ -251,6 +257,7 @@ class Probe:
                 f"must run inside the block.{hint}"
             )
         for path, buf in buffers.items():
+            buf.wait()
             if buf.pos != buf.n:
                 raise ProbeError(
                     f"Layer {path!r} recorded {buf.pos} stimuli in recording {rec.key}, "
@@ -270,7 +277,8 @@ class Probe:
                     f"Layer {path!r} has feature shape {attrs['feature_shape']} in recording "
                     f"{rec.key}, but {previous['feature_shape']} before; one dataset needs one shape."
                 )
-            rec.activations[path] = buf.flat().numpy()
+            rec._tensors[path] = buf.flat
+            rec.activations[path] = buf.flat.numpy()
         if not self._order:
             self._order = list(order)
         self._cells[rec.key] = rec
@@ -298,5 +306,11 @@ class Probe:
         return ds
 
     def clear(self) -> None:
-        """Forget every recorded cell (the layer selection stays)."""
+        """Forget every recorded cell (the layer selection stays).
+
+        Their buffers are reused by later recordings unless the caller still holds one
+        of their arrays; the forgotten :class:`Recording` objects are emptied.
+        """
+        for rec in self._cells.values():
+            self._pool.recycle(rec.activations, rec._tensors)
         self._cells.clear()

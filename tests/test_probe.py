@@ -325,3 +325,20 @@ def test_to_dataset_clear_forgets_cells(zoo, x):
     assert probe.recorded == []
     with pytest.raises(ProbeError, match="Nothing recorded"):
         probe.to_dataset()
+
+
+def test_cleared_buffers_are_reused_but_held_arrays_never_overwritten(zoo, x):
+    probe = Probe(zoo, ["encoder", "head"])
+    first = record(probe, zoo, x, checkpoint=0)
+    held = first.activations["head"]
+    held_copy = held.copy()
+    dropped_ptr = first._tensors["encoder"].data_ptr()
+    probe.clear()
+    assert first.activations == {}                      # forgotten recordings are emptied
+    second = record(probe, zoo, x * -3.0, checkpoint=1)
+    assert second._tensors["encoder"].data_ptr() == dropped_ptr     # recycled
+    assert not np.shares_memory(second.activations["head"], held)   # still held: not reused
+    assert np.array_equal(held, held_copy)
+    with torch.no_grad():                               # the recycled buffer holds the new values
+        want = zoo.encoder[1](zoo.encoder[0](x * -3.0))
+    assert np.array_equal(second.activations["encoder"], want.reshape(6, -1).numpy())
