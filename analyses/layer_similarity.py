@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--meta-gap", type=int, default=1000,
                    help="meta-steps compared in fig 1b and F2 (nearest checkpoint spacing used)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
+    p.add_argument("--formats", default="png,pdf", help="comma-separated figure file formats")
     p.add_argument("--redraw", action="store_true",
                    help="only redraw all figures under --results from their saved netCDF")
     return p
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
             return 0
         cfg = AnalysisConfig(measures=tuple(m.strip() for m in args.measures.split(",") if m.strip()),
                              primary=args.primary, rdm_method=args.rdm_method, mds_mode=args.mds_mode,
-                             meta_gap=args.meta_gap, n_boot=args.n_boot, device=args.device)
+                             meta_gap=args.meta_gap, n_boot=args.n_boot, device=args.device,
+                             formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
         maml_runs, mnist_run = list(args.maml_run), args.mnist_run
         for run in args.run:
             if is_supervised(_open(run)):

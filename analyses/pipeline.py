@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,8 @@ class AnalysisConfig:
         Bootstrap resamples and seed of the findings' CIs.
     device : str or None
         Torch device for CKA ("cuda" on a GPU machine).
+    formats : tuple of str
+        Figure file formats (matplotlib names), default PNG and PDF.
     """
 
     measures: tuple = ("rsa", "cka_linear")
@@ -67,7 +69,7 @@ class AnalysisConfig:
     n_boot: int = 2000
     seed: int = 0
     device: str | None = None
-    extra: dict = field(default_factory=dict)
+    formats: tuple = ("png", "pdf")
 
     def __post_init__(self):
         for m in (*self.measures, self.primary):
@@ -170,7 +172,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         res.attrs["figure"] = stage[3:]
         _provenance(res, ds, cfg, source)
         files.append(save_netcdf(res, out / f"{stage}.nc"))
-        files += save_figure(draw(res), out / stage)
+        files += save_figure(draw(res), out / stage, cfg.formats)
     results["files"] = files
     return results
 
@@ -181,7 +183,7 @@ def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: s
     res.attrs["figure"] = "2"
     _provenance(res, ds, cfg, source)
     files = [save_netcdf(res, Path(out) / "fig2.nc")]
-    files += save_figure(draw(res), Path(out) / "fig2")
+    files += save_figure(draw(res), Path(out) / "fig2", cfg.formats)
     return {"supervised": res, "files": files}
 
 

@@ -1,0 +1,150 @@
+"""Measure registry, error bars, MDS modes and findings against references."""
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.stats import sem
+from sklearn.manifold import MDS
+
+from analyses import AnalysisError, MEASURES, bootstrap_ci, compare, compare_all, get_measure, mean_band
+from analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
+from analyses.mds import _mds, mds_embedding
+from analyses.pipeline import choose_lag
+from test_analyses_data import mnist
+
+
+@pytest.fixture(scope="module")
+def layers(data_root):
+    x, labels = mnist(data_root, 24)
+    rng = np.random.default_rng(3)
+    h = np.maximum(x @ rng.normal(size=(784, 32)) / 28, 0)
+    coords = {"stimulus": np.arange(24), "label": ("stimulus", labels)}
+    a = xr.DataArray(x, dims=("stimulus", "unit_pixels"), coords=coords)
+    b = xr.DataArray(h, dims=("stimulus", "unit_fc"), coords=coords)
+    return a, b
+
+
+def test_unknown_measure_lists_valid_names_and_close_matches():
+    with pytest.raises(AnalysisError) as err:
+        get_measure("cka_lin")
+    msg = str(err.value)
+    assert "Unknown measure 'cka_lin'" in msg and str(sorted(MEASURES)) in msg and "cka_linear" in msg
+
+
+def test_options_are_checked(layers):
+    a, b = layers
+    with pytest.raises(AnalysisError, match=r"unknown option\(s\) \['kernel'\]"):
+        compare(a, b, "rsa", kernel="rbf")
+    with pytest.raises(AnalysisError, match="Unknown RDM method"):
+        compare(a, b, "rsa", rdm_method="manhattan")
+
+
+def test_every_registered_measure_runs_and_has_a_direction(layers):
+    a, b = layers
+    for name, m in MEASURES.items():
+        opts = {"batch_size": 8} if "minibatch" in name else {}
+        v = float(compare(a, b, name, **opts))
+        same = float(compare(a, a, name, **opts))
+        if m.direction == "similarity":
+            assert same == pytest.approx(1.0) and v < 1
+        else:
+            assert same == pytest.approx(0.0, abs=1e-12) and v > 0
+
+
+def test_compare_all_matches_pairwise_compare(layers):
+    a, b = layers
+    stack = xr.concat([b, 2 * b + 1, np.sqrt(b)], dim=xr.DataArray([0, 1, 2], dims="variant", name="variant"))
+    for name in ("rsa", "cka_rbf"):
+        mat = compare_all(stack, name)
+        for i in range(3):
+            for j in range(3):
+                ref = float(compare(stack.isel(variant=i), stack.isel(variant=j), name))
+                assert float(mat[i, j]) == pytest.approx(ref, abs=1e-10)
+
+
+def test_mean_band_is_mean_plus_minus_196_sem():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(3, 10))
+    band = mean_band(xr.DataArray(v, dims=("checkpoint", "task")))
+    np.testing.assert_allclose(band["sem"], sem(v, axis=1))
+    np.testing.assert_allclose(band["upper"] - band["mean"], 1.96 * sem(v, axis=1))
+
+
+def test_bootstrap_ci_covers_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(1)
+    small = bootstrap_ci(xr.DataArray(rng.normal(1, 1, 10), dims="task"))
+    large = bootstrap_ci(xr.DataArray(rng.normal(1, 1, 1000), dims="task"))
+    assert small["lower"] < 1 < small["upper"] or abs(float(small["mean"]) - 1) > 0.3
+    assert float(large["upper"] - large["lower"]) < float(small["upper"] - small["lower"]) / 5
+    # 95% percentile CI of the mean of 1000 N(1, 1) draws: about +- 1.96 / sqrt(1000)
+    assert float(large["upper"] - large["lower"]) == pytest.approx(2 * 1.96 / np.sqrt(1000), rel=0.15)
+
+
+@pytest.mark.filterwarnings("ignore:The provided input is a square matrix")
+def test_paper_mds_mode_is_mds_on_min_max_scaled_rows():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(10, 3))
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    rdm = xr.DataArray(d, dims=("condition", "condition_b"))
+    got = mds_embedding(rdm, "paper").values
+    scaled = (d - d.min(0)) / (d.max(0) - d.min(0))
+    ref = _mds(False, 0).fit_transform(scaled)
+    np.testing.assert_allclose(got, ref)
+    assert isinstance(_mds(True, 0), MDS)
+    with pytest.raises(AnalysisError, match="Unknown MDS mode"):
+        mds_embedding(rdm, "tsne")
+
+
+def test_choose_lag_picks_the_gap_nearest_1000_steps():
+    assert choose_lag([0, 100, 200, 300], 1000) == 3
+    assert choose_lag(range(0, 60000, 1000), 1000) == 1
+    assert choose_lag([0, 400, 800, 1200, 1600], 1000) == 2
+
+
+def _results():
+    """Results with known structure: 2 layers, 3 checkpoints, 5 tasks, steps 0/1/5."""
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 0.01, (2, 3, 5, 3))
+    base = np.array([0.1, 0.5])[:, None, None, None] * np.array([0, 0.8, 1.0]) + noise
+    base[..., 0] = 0
+    inner = xr.DataArray(base, dims=("layer", "checkpoint", "task", "inner_step"),
+                         coords={"layer": ["conv1", "conv4"], "checkpoint": [0, 1000, 2000],
+                                 "task": np.arange(5), "inner_step": [0, 1, 5]},
+                         attrs={"direction": "dissimilarity"})
+    meta = xr.DataArray(rng.uniform(0, 0.01, (2, 2, 5)), dims=("layer", "checkpoint", "task"),
+                        coords={"layer": ["conv1", "conv4"], "checkpoint": [1000, 2000], "task": np.arange(5),
+                                "previous": ("checkpoint", [0, 1000])},
+                        attrs={"direction": "dissimilarity"})
+    return inner, meta
+
+
+def test_findings_compute_the_claims_with_cis():
+    inner, meta = _results()
+    f1 = finding_f1(inner, n_boot=500)
+    assert f1["verdict"] == "supported" and f1["early"] == "conv1" and f1["late"] == "conv4"
+    row = f1["per_checkpoint"][1]
+    assert row["lower"] <= row["mean"] <= row["upper"]
+    assert row["mean"] == pytest.approx(float((inner.sel(layer="conv4") - inner.sel(layer="conv1"))
+                                              .sel(checkpoint=1000, inner_step=5).mean()))
+    f2 = finding_f2(inner, meta, n_boot=500)
+    assert f2["gap_steps"] == 1000 and f2["verdict"] == "supported"
+    f3 = finding_f3(inner, n_boot=500)
+    assert f3["verdict"] == "supported"
+    assert f3["per_layer"][1]["mean"] == pytest.approx(0.8, abs=0.02)
+    # reversed layer roles: F1 must then fail
+    flipped = inner.assign_coords(layer=["conv4", "conv1"]).sortby("layer")
+    assert finding_f1(flipped, n_boot=200)["verdict"] == "not supported"
+    text = findings_markdown(f1, f2, f3, measure="rsa")
+    assert "## F1" in text and "## F2" in text and "## F3" in text
+    assert f"{f3['per_layer'][1]['mean']:.4g} [" in text
+
+
+def test_similarity_results_count_change_as_one_minus_similarity():
+    inner, meta = _results()
+    sim = (1 - inner).assign_attrs(direction="similarity")
+    assert finding_f3(sim, n_boot=200)["per_layer"][1]["mean"] == pytest.approx(
+        finding_f3(inner, n_boot=200)["per_layer"][1]["mean"])
+    with pytest.raises(AnalysisError, match="direction"):
+        finding_f3(inner.assign_attrs(direction=None), n_boot=10)
+    json.dumps(finding_f2(inner, meta, n_boot=50))  # plain, serialisable numbers

@@ -1,0 +1,118 @@
+"""Figures are computed once, saved as netCDF and redrawn from the files alone."""
+import numpy as np
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
+
+import analyses.measures
+from analyses import AnalysisConfig, analyse_maml, analyse_supervised, redraw
+from analyses import figure_data as fd
+from analyses.mds import mds_embedding
+from analyses.pipeline import draw
+from analyses.plots import plot_meta_change
+from analyses.saving import load_netcdf
+from test_analyses_data import make_record, make_supervised
+
+
+@pytest.fixture(scope="module")
+def record(data_root):
+    return make_record(data_root, checkpoints=(0, 500, 1000, 1500), n_tasks=4, inner_steps=(0, 1, 5, 10))
+
+
+@pytest.fixture(scope="module")
+def saved(record, data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    cfg = AnalysisConfig(n_boot=200)
+    maml = analyse_maml(record, cfg, out / "quick", "runs/quick")
+    sup = analyse_supervised(make_supervised(data_root), cfg, out / "mnist", "runs/mnist")
+    return out, maml, sup
+
+
+def test_figure_values_against_direct_computation(record, saved):
+    _, maml, _ = saved
+    inner = maml["inner"]
+    assert inner["rsa"].dims == ("layer", "checkpoint", "task", "inner_step")
+    np.testing.assert_allclose(inner["rsa"].sel(inner_step=0), 0, atol=1e-12)
+    np.testing.assert_allclose(inner["cka_linear"].sel(inner_step=0), 1, atol=1e-12)
+    # one entry by hand: correlation RDMs of step 0 and step 10, 1 - Spearman
+    x0 = record["head"].sel(checkpoint=1000, task=2, inner_step=0).values
+    x1 = record["head"].sel(checkpoint=1000, task=2, inner_step=10).values
+    r0, r1 = (1 - np.corrcoef(v)[np.triu_indices(len(v), 1)] for v in (x0, x1))
+    assert float(inner["rsa"].sel(layer="head", checkpoint=1000, task=2, inner_step=10)) == pytest.approx(
+        1 - spearmanr(r0, r1).statistic, abs=1e-10)
+    # 1b: gap nearest 1000 steps with checkpoints every 500 -> lag 2
+    meta = maml["meta"]
+    assert meta["checkpoint"].values.tolist() == [1000, 1500]
+    assert meta["previous"].values.tolist() == [0, 500]
+
+
+def test_saved_results_reload_identically_and_redraw_without_recomputing(saved, monkeypatch):
+    out, maml, _ = saved
+    back = load_netcdf(out / "quick" / "fig1a.nc")
+    xr.testing.assert_allclose(back["rsa"], maml["inner"]["rsa"])
+    assert back.attrs["figure"] == "1a" and "analysis_config" in back.attrs
+
+    def forbidden(*a, **k):
+        raise AssertionError("redraw recomputed similarities")
+
+    monkeypatch.setattr(analyses.measures, "compare", forbidden)
+    monkeypatch.setattr(analyses.measures, "compare_all", forbidden)
+    monkeypatch.setattr(fd, "compare", forbidden)
+    monkeypatch.setattr(fd, "compare_all", forbidden)
+    for f in (out / "quick").glob("*.png"):
+        f.unlink()
+    files = redraw(out)
+    names = sorted(p.name for p in files)
+    for fig in ("fig1a", "fig1b", "fig3", "fig4", "fig5"):
+        assert f"{fig}.png" in names and f"{fig}.pdf" in names
+        assert (out / "quick" / f"{fig}.png").stat().st_size > 1000
+    assert "fig2.png" in names
+
+
+def test_every_saved_figure_draws_a_figure(saved):
+    out, _, _ = saved
+    for nc in sorted(out.rglob("fig*.nc")):
+        fig = draw(load_netcdf(nc))
+        assert isinstance(fig, Figure) and fig.axes
+
+
+def test_rdm_of_rdms_and_mds_modes(record, saved):
+    out, _, _ = saved
+    fig3 = load_netcdf(out / "quick" / "fig3.nc")
+    rdm = fig3["rdm_of_rdms"]
+    n = 3 * 4 * 4  # the later two thirds of the checkpoints x tasks x inner steps
+    assert rdm.shape == (2, n, n)  # all layers but the head
+    np.testing.assert_allclose(rdm, rdm.transpose("layer", "condition_b", "condition"), atol=1e-12)
+    # step 0 is shared by all tasks at a checkpoint: zero dissimilarity between them
+    sel = rdm.isel(layer=0)
+    z = (sel["inner_step"].values == 0)
+    same_ck = sel["checkpoint"].values[:, None] == sel["checkpoint"].values[None, :]
+    np.testing.assert_allclose(sel.values[np.ix_(z, z)][same_ck[np.ix_(z, z)]], 0, atol=1e-12)
+    # paper mode = MDS on min-max scaled rows; precomputed mode respects the distances
+    emb = mds_embedding(rdm, "precomputed")
+    d_emb = np.linalg.norm(emb.values[0][:, None] - emb.values[0][None], axis=2)
+    iu = np.triu_indices(n, 1)
+    assert spearmanr(d_emb[iu], rdm.values[0][iu]).statistic > 0.8
+    load = load_netcdf(out / "quick" / "fig5.nc")
+    assert load["rdm_of_rdms"]["layer"].values.tolist() == ["head"]
+    assert load.attrs["mds_mode"] == "paper"
+
+
+def test_accuracy_and_meta_change_plots(saved):
+    out, maml, _ = saved
+    acc = load_netcdf(out / "quick" / "fig4.nc")
+    assert acc["accuracy"].dims == ("checkpoint", "task")
+    assert (acc["eval_lower"] < acc["eval_mean"]).all() and (acc["eval_mean"] < acc["eval_upper"]).all()
+    fig = plot_meta_change(maml["meta"], yscale="log")
+    assert fig.axes[0].get_yscale() == "log"
+
+
+def test_supervised_figure_compares_every_step_with_initialisation(saved):
+    _, _, sup = saved
+    res = sup["supervised"]
+    assert res["rsa"].dims == ("layer", "checkpoint")
+    assert float(res["rsa"].isel(checkpoint=0).max()) == pytest.approx(0, abs=1e-12)
+    # the synthetic control drifts more in late layers (the F1 pattern)
+    last = res["rsa"].isel(checkpoint=-1)
+    assert float(last.sel(layer="head")) > float(last.sel(layer="encoder.conv1"))

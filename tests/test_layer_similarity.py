@@ -1,0 +1,68 @@
+"""The main entry on existing runs (hand-made contract records written to netCDF)."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analyses import layer_similarity
+from analyses.saving import load_netcdf
+from test_analyses_data import make_record, make_supervised, write_run
+
+SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py"
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    write_run(make_record(data_root, checkpoints=(0, 1000, 2000), n_tasks=4, inner_steps=(0, 1, 5)),
+              root / "quick" / "activations")
+    write_run(make_supervised(data_root, steps=(0, 5, 10, 15), n_stimuli=20), root / "mnist" / "activations")
+    return root
+
+
+def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys):
+    out = tmp_path / "results"
+    rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--mnist-run", str(runs / "mnist"),
+                                "--results", str(out), "--n-boot", "200"])
+    assert rc == 0
+    for name in ("fig1a", "fig1b", "fig3", "fig4", "fig5"):
+        for ext in ("png", "pdf", "nc"):
+            assert (out / "quick" / f"{name}.{ext}").is_file()
+    assert (out / "mnist" / "fig2.nc").is_file()
+    text = (out / "findings.md").read_text()
+    for claim in ("F1", "F2", "F3"):
+        assert f"## {claim}" in text
+    # numbers with confidence intervals, e.g. "0.6607 [0.5705, 0.7262]"
+    assert len(re.findall(r"-?\d+\.\d+(?:e-?\d+)? \[-?\d+\.\d+(?:e-?\d+)?, -?\d+\.\d+(?:e-?\d+)?\]", text)) >= 9
+    assert "supervised MNIST control" in text.lower() or "Supervised MNIST control" in text
+    assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporaries
+    cfg = load_netcdf(out / "quick" / "fig1a.nc").attrs["analysis_config"]
+    assert '"rdm_method": "correlation"' in cfg
+
+
+def test_run_option_detects_the_kind_of_record(runs, tmp_path):
+    out = tmp_path / "r"
+    rc = layer_similarity.main(["--run", str(runs / "mnist"), "--run", str(runs / "quick" / "activations"),
+                                "--results", str(out), "--measures", "rsa", "--n-boot", "100",
+                                "--mds-mode", "precomputed", "--formats", "png"])
+    assert rc == 0
+    assert (out / "mnist" / "fig2.png").is_file() and (out / "activations" / "fig1a.png").is_file()
+    assert not (out / "mnist" / "fig2.pdf").exists()
+
+
+def test_errors_are_reported_not_raised(runs, tmp_path, capsys):
+    rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--measures", "rsa,cka",
+                                "--results", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "Unknown measure 'cka'" in err and "cka_linear" in err
+    assert layer_similarity.main(["--maml-run", str(tmp_path / "nothing"), "--results", str(tmp_path)]) == 2
+
+
+def test_script_help_runs_from_a_plain_python_call():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for opt in ("--preset", "--maml-run", "--mnist-run", "--run", "--redraw", "--rdm-method", "--device"):
+        assert opt in done.stdout
