@@ -1,0 +1,84 @@
+"""The supervised MNIST control (Figure 2) on the real MNIST test set, offline mode."""
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import probes
+from training.errors import TrainingError
+from training.supervised import SupervisedConfig, load_data, main, train_and_record
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("mnist")
+    config = SupervisedConfig(steps=80, record_every=40, data=str(data_root), mnist="offline",
+                              reduce="spatial_mean", progress=False)
+    data = load_data(config)
+    summary = train_and_record(config, out, data)
+    return config, out, data, summary
+
+
+def test_offline_split_is_announced_and_recorded(short_run):
+    config, out, data, summary = short_run
+    assert data["meta"]["mode"] == "offline-test-split"
+    assert data["meta"]["train"] == "t10k[100:]" and data["meta"]["probe"] == "t10k[0:100]"
+    ds = probes.open_run(out / "activations")
+    assert "OFFLINE" in ds.attrs["data_note"]
+    assert json.loads(ds.attrs["config"])["data_meta"]["mode"] == "offline-test-split"
+
+
+def test_record_layout_matches_contract(short_run):
+    config, out, data, summary = short_run
+    ds = probes.open_run(out / "activations")
+    assert ds["checkpoint"].values.tolist() == [0, 40, 80]
+    assert ds.sizes["task"] == 1 and ds.sizes["inner_step"] == 1 and ds.sizes["stimulus"] == 100
+    assert json.loads(ds.attrs["layers"]) == ["conv1", "conv2", "conv3", "conv4", "head"]
+    assert ds["conv1"].dims == ("checkpoint", "task", "inner_step", "stimulus", "unit_conv1")
+    assert ds.sizes["unit_conv1"] == 64 and ds.sizes["unit_head"] == 10
+    # probe stimuli are the first 100 test images, with their true labels
+    y = data["probe"][1].numpy()
+    np.testing.assert_array_equal(ds["label"].values, y)
+    assert ds["image_id"].values[0] == "t10k/00000" and set(ds["role"].values) == {"probe"}
+    assert ds["accuracy"].attrs["role"] == "metric"
+
+
+def test_the_network_learns(short_run):
+    config, out, data, summary = short_run
+    assert summary["final_accuracy"] > 0.5, summary  # chance is 0.1
+    acc = summary["accuracy_by_step"]
+    assert acc[80] > acc[0] + 0.3
+
+
+def test_rerun_skips_recorded_steps_and_training_is_deterministic(data_root, tmp_path):
+    config = SupervisedConfig(steps=4, record_every=2, data=str(data_root), mnist="offline",
+                              reduce="spatial_mean", progress=False)
+    data = load_data(config)
+    first = train_and_record(config, tmp_path / "a", data)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a" / "activations").glob("*.nc")}
+    again = train_and_record(config, tmp_path / "a", data)
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a" / "activations").glob("*.nc")}
+    assert before == after and len(before) == 3  # nothing rewritten
+    assert again["final_accuracy"] == first["final_accuracy"]
+    train_and_record(config, tmp_path / "b", data)
+    a, b = (probes.open_run(tmp_path / name / "activations") for name in "ab")
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+
+def test_cli_refuses_a_different_config_in_the_same_folder(tmp_path, data_root, capsys):
+    args = ["--out", str(tmp_path), "--steps", "2", "--record-every", "1", "--mnist", "offline",
+            "--data", str(data_root), "--reduce", "spatial_mean", "--no-progress"]
+    assert main(args) == 0
+    assert "final accuracy" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "activations").glob("*.nc")) == [
+        "checkpoint_00000000.nc", "checkpoint_00000001.nc", "checkpoint_00000002.nc"]
+    assert main(args[:3] + ["3"] + args[4:]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_bad_options_name_the_allowed_values():
+    with pytest.raises(TrainingError, match=r"Unknown mnist mode 'web'.*\['auto', 'full', 'offline'\]"):
+        SupervisedConfig(mnist="web")
+    with pytest.raises(TrainingError, match="steps must be >= 1"):
+        SupervisedConfig(steps=0)

@@ -1,0 +1,267 @@
+"""The supervised MNIST control of the paper's Figure 2: ``python -m training.supervised``.
+
+The conv4 network of Finn et al. (Omniglot variant: 28x28 input, 64 filters, stride 2,
+batch norm on batch statistics, spatial mean) with a 10-way head is trained from random
+weights with Adam (lr 1e-4, batch 100, 200 steps, as the paper), and the first 100 MNIST
+test images are recorded with :class:`probes.Probe` at step 0 and every 5 steps. The
+record has the layout of a MAML recording (``docs/dev/contracts.md``) with
+``checkpoint`` = training step, one task (0) and ``inner_step`` 0, so the same analyses
+apply.
+
+Data: with the MNIST training set (in the data folder or downloadable), the network
+trains on it and accuracy is reported on the 10,000 test images. With only the test set
+(``../shared/data``, or ``--mnist offline``), it trains on test images ``[100:]``, probes
+on ``[0:100]``, reports accuracy on those 100 held-out probe images, and says so in its
+output and in every file's metadata.
+
+Outputs in ``--out``: ``config.json``, ``metrics.jsonl`` (loss per step, accuracy at
+every recording), ``summary.json`` (final accuracy, data mode), and ``activations/`` (one
+netCDF file per recorded step, opened with :func:`probes.open_run`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from probes import Probe, existing_checkpoints, write_checkpoint
+
+from .checkpoint import atomic_write_text
+from .data.mnist import load_mnist, mnist_offline_split
+from .data.paths import DATA_ENV
+from .errors import DataError, TrainingError
+from .model import Conv4
+
+__all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
+
+MNIST_MODES = ("auto", "full", "offline")
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
+
+
+def _f(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SupervisedConfig:
+    """Settings of the supervised control (defaults: the paper's).
+
+    Examples
+    --------
+    >>> SupervisedConfig().recording_steps()[:4]
+    [0, 5, 10, 15]
+    >>> SupervisedConfig(steps=12, record_every=5).recording_steps()
+    [0, 5, 10, 12]
+    """
+
+    steps: int = _f(200, "Training steps (Adam updates).")
+    batch_size: int = _f(100, "Training images per step.")
+    lr: float = _f(1e-4, "Adam learning rate.")
+    record_every: int = _f(5, "Record the probe images every this many steps (and at 0 and the last step).")
+    n_probe: int = _f(100, "Probe images: the first n MNIST test images.")
+    seed: int = _f(0, "Seed of the initial weights and the batch order.")
+    mnist: str = _f("auto", "Training data: 'full' (the 60,000 training images, downloaded if "
+                    "missing), 'offline' (train on test images [n_probe:]), or 'auto' (full "
+                    "when the training files are in the data folder or, without a local data "
+                    "folder, downloadable; else offline).")
+    data: Optional[str] = _f(None, f"Data folder laid out like ../shared/data (default: ${DATA_ENV}, "
+                             "else the download cache).")
+    reduce: str = _f("none", "Reduction of recorded conv maps: 'none' or 'spatial_mean'.")
+    dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
+    device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
+    progress: bool = _f(True, "Show a progress bar.")
+
+    def __post_init__(self):
+        if self.mnist not in MNIST_MODES:
+            raise TrainingError(f"Unknown mnist mode {self.mnist!r}. Expected one of {list(MNIST_MODES)}")
+        for name in ("steps", "batch_size", "record_every", "n_probe"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise TrainingError(f"lr must be positive, got {self.lr}")
+
+    def recording_steps(self) -> list[int]:
+        """Training steps at which the probe images are recorded."""
+        return sorted(set(range(0, self.steps + 1, self.record_every)) | {self.steps})
+
+
+def load_data(config: SupervisedConfig) -> dict:
+    """Training images, probe images and evaluation images for ``config``.
+
+    Returns
+    -------
+    dict
+        ``train``, ``probe``, ``eval``: ``(x, y)`` with x float32 ``(n, 1, 28, 28)`` in
+        [0, 1] and y int64; ``meta``: a JSON-ready description of where each came from.
+    """
+    def as_float(x):
+        return (x.astype(np.float32) / 255.0)[:, None]
+
+    mode = config.mnist
+    local_folder = config.data is not None or bool(os.environ.get(DATA_ENV))
+    full = None
+    if mode in ("auto", "full"):
+        try:
+            full = load_mnist(config.data, "train", download=(mode == "full" or not local_folder))
+        except DataError:
+            if mode == "full":
+                raise
+    if full is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # announced by main() and stored in meta
+            split = mnist_offline_split(config.data, n_probe=config.n_probe)
+        probe = split["probe"]
+        data = {"train": split["train"], "probe": probe, "eval": probe,
+                "meta": {**split["meta"], "eval": split["meta"]["probe"]}}
+    else:
+        test = load_mnist(config.data, "test", download=mode == "full" or not local_folder)
+        probe = (test[0][:config.n_probe], test[1][:config.n_probe])
+        data = {"train": full, "probe": probe, "eval": test,
+                "meta": {"mode": "full", "train": "train[0:60000]",
+                         "probe": f"t10k[0:{config.n_probe}]", "eval": "t10k[0:10000]",
+                         "note": ""}}
+    for key in ("train", "probe", "eval"):
+        data[key] = (torch.from_numpy(as_float(data[key][0])), torch.from_numpy(data[key][1]))
+    data["probe_ids"] = [f"t10k/{i:05d}" for i in range(len(data["probe"][1]))]
+    return data
+
+
+def _accuracy(model, x, y, batch: int = 1000) -> float:
+    # Batch statistics in every forward, as in training; evaluate in large batches.
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
+    return correct / len(x)
+
+
+def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) -> dict:
+    """Train the network, recording the probe images into ``out / "activations"``.
+
+    Recorded steps already in ``out / "activations"`` are not written again (their
+    files stay as they are); training itself is deterministic given ``config.seed``.
+
+    Returns
+    -------
+    dict
+        ``final_accuracy`` (on the evaluation images), ``data`` (the data description),
+        and ``accuracy_by_step`` on the probe images.
+    """
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    model = Conv4(n_way=10).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_x, train_y = data["train"]
+    probe_x, probe_y = (t.to(device) for t in data["probe"])
+    rng = np.random.default_rng(config.seed)
+    order, cursor = rng.permutation(len(train_x)), 0
+    probe = Probe(model, layers=list(LAYERS), reduce=None if config.reduce == "none" else config.reduce,
+                  dtype=config.dtype)
+    done = set(existing_checkpoints(out / "activations"))
+    record_at = config.recording_steps()
+    run_config = {"kind": "supervised", **dataclasses.asdict(config), "data_meta": data["meta"]}
+    accuracy_by_step = {}
+    steps = range(config.steps + 1)
+    if config.progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc="supervised MNIST", unit="step", file=sys.stderr)
+    for step in steps:
+        if step in record_at:
+            acc = _accuracy(model, probe_x, probe_y)
+            accuracy_by_step[step] = acc
+            if step not in done:
+                with torch.no_grad(), probe.recording(checkpoint=step, labels=probe_y,
+                                                      image_ids=data["probe_ids"], role="probe"):
+                    model(probe_x)
+                ds = probe.to_dataset(config=run_config, clear=True)
+                ds["accuracy"] = (("checkpoint", "task", "inner_step"), np.full((1, 1, 1), acc),
+                                  {"role": "metric", "long_name": "accuracy on the probe images"})
+                ds.attrs["data_note"] = data["meta"].get("note", "")
+                write_checkpoint(out / "activations", ds)
+            if log:
+                log({"step": step, "probe_accuracy": acc})
+        if step == config.steps:
+            break
+        if cursor + config.batch_size > len(order):
+            order, cursor = rng.permutation(len(train_x)), 0
+        idx = torch.from_numpy(order[cursor:cursor + config.batch_size])
+        cursor += config.batch_size
+        x, y = train_x[idx].to(device), train_y[idx].to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if log:
+            log({"step": step + 1, "loss": loss.item()})
+        if config.progress:
+            steps.set_postfix(loss=f"{loss.item():.3f}")
+    eval_x, eval_y = (t.to(device) for t in data["eval"])
+    return {"final_accuracy": _accuracy(model, eval_x, eval_y), "data": data["meta"],
+            "accuracy_by_step": accuracy_by_step}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.supervised",
+        description="Train the conv4 network on MNIST from random weights and record the "
+                    "first 100 test images every few steps (the paper's Figure 2 control).")
+    p.add_argument("--out", required=True, help="Run folder to write (e.g. runs/mnist).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace an existing run folder's records instead of refusing.")
+    for f in dataclasses.fields(SupervisedConfig):
+        name = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(name, type=kind, default=f.default, help=f.metadata["help"]
+                           + f" (default: {f.default})")
+    return p
+
+
+def main(argv=None) -> int:
+    """Command line entry: ``python -m training.supervised --out runs/mnist``."""
+    args = _parser().parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SupervisedConfig)}
+    try:
+        config = SupervisedConfig(**values)
+        out = Path(args.out)
+        cfg_file = out / "config.json"
+        if cfg_file.exists():
+            if args.overwrite:
+                for f in (out / "activations").glob("*.nc"):
+                    f.unlink()
+            elif json.loads(cfg_file.read_text()) != dataclasses.asdict(config):
+                raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
+                                    "choose another --out or pass --overwrite.")
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg_file, json.dumps(dataclasses.asdict(config), indent=2))
+        data = load_data(config)
+        if data["meta"]["mode"] != "full":
+            print(data["meta"]["note"], file=sys.stderr)
+        lines = []
+        summary = train_and_record(config, out, data, log=lambda rec: lines.append(json.dumps(rec)))
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    where = "the 100 held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
+    print(f"final accuracy {100 * summary['final_accuracy']:.1f}% on {where} "
+          f"(chance 10%); records in {out / 'activations'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
