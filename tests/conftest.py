@@ -4,11 +4,16 @@ Tests run on the real data in ``../shared/data`` (or ``$REPSCOPE_DATA``). A miss
 data folder is an error, never a skip: the tests are meant to exercise real data.
 """
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Tests never write into the user's cache (~/.cache/repscope): decoded arrays and any
+# download go to a throw-away folder unless the caller chose one.
+os.environ.setdefault("REPSCOPE_CACHE", tempfile.mkdtemp(prefix="repscope-test-cache-"))
 
 
 def _data_root() -> Path:
