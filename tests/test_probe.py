@@ -342,3 +342,19 @@ def test_cleared_buffers_are_reused_but_held_arrays_never_overwritten(zoo, x):
     with torch.no_grad():                               # the recycled buffer holds the new values
         want = zoo.encoder[1](zoo.encoder[0](x * -3.0))
     assert np.array_equal(second.activations["encoder"], want.reshape(6, -1).numpy())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_outputs_land_on_the_cpu_equal_to_a_manual_forward(zoo, x):
+    zoo, x = zoo.cuda().eval(), x.cuda()
+    probe = Probe(zoo, ["encoder.0.conv", "encoder", "head"], reduce={"encoder": "spatial_mean"})
+    for step in range(2):                       # the second recording reuses pinned buffers
+        rec = record(probe, zoo, x, batches=2, checkpoint=step)
+        probe.clear() if step == 0 else None
+    with torch.no_grad():
+        conv = zoo.encoder[0].conv(x)
+        enc = zoo.encoder(x).mean(dim=(2, 3))
+        head = zoo(x)
+    for path, want in [("encoder.0.conv", conv), ("encoder", enc), ("head", head)]:
+        assert rec._tensors[path].is_pinned()
+        assert torch.equal(torch.from_numpy(rec.activations[path]), want.reshape(6, -1).cpu()), path
