@@ -38,7 +38,7 @@ FULL_ARCHIVES = ("images_background", "images_evaluation")
 BACKGROUND_ARCHIVES = ("images_background",) + SMALL_ARCHIVES
 
 # Fields that may differ between a run and its --resume (they do not change results).
-RUNTIME_FIELDS = ("device", "progress", "data", "steps")
+RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads")
 
 
 def _f(default, help, **kw):
@@ -114,6 +114,11 @@ class MAMLConfig:
                          "training (only allowed when training on background alphabets).")
     device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
     progress: bool = _f(True, "Show a tqdm progress bar.")
+    threads: Optional[int] = _f(1, "CPU threads for torch (torch.set_num_threads); None keeps "
+                                "torch's default. One thread is the fastest for these small "
+                                "convolutions, and much the fastest on a shared CPU "
+                                "(bench/bench_maml.py). Keep it unchanged across --resume for "
+                                "bit-exact results.")
 
     def __post_init__(self):
         if isinstance(self.archives, str):
@@ -138,6 +143,8 @@ class MAMLConfig:
                      "test_tasks"):
             if getattr(self, name) < 0:
                 raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise TrainingError(f"threads must be >= 1 or None, got {self.threads}")
         if self.meta_clip is not None and self.meta_clip <= 0:
             raise TrainingError(f"meta_clip must be positive or None, got {self.meta_clip}")
         if self.lake_eval:

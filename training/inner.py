@@ -133,6 +133,13 @@ def adapt(model, support_x, support_y, config, steps=None, track_higher_grads=Fa
     >>> len(losses), losses[-1] < losses[0]
     (4, True)
     """
+    return _inner_loop(model, support_x, support_y, config, steps, track_higher_grads)
+
+
+def _inner_loop(model, support_x, support_y, config, steps=None, track_higher_grads=False,
+                on_support=None):
+    """:func:`adapt`, plus ``on_support(step, logits)`` for each support forward pass
+    (``step`` = the number of updates already taken, so 0 is the unadapted network)."""
     steps = config.inner_steps_eval if steps is None else int(steps)
     names = set(adapted_parameter_names(model, config))
     params = [p for name, p in model.named_parameters() if name in names]
@@ -141,6 +148,8 @@ def adapt(model, support_x, support_y, config, steps=None, track_higher_grads=Fa
                               track_higher_grads=track_higher_grads) as (fmodel, diffopt):
         yield 0, fmodel
         for step in range(1, steps + 1):
-            loss = task_loss(fmodel(support_x), support_y, config.inner_loss, config.k_shot)
-            diffopt.step(loss)
+            logits = fmodel(support_x)
+            if on_support is not None:
+                on_support(step - 1, logits)
+            diffopt.step(task_loss(logits, support_y, config.inner_loss, config.k_shot))
             yield step, fmodel

@@ -174,27 +174,27 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     if resuming:
         config = _check_same_run(load_run(out)[0], config)
     device = _device(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     samplers = task_samplers(config)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
     metrics = out / "metrics.jsonl"
-    start = 0
-    if resuming:
-        found = latest_resumable(out)
-        if found is None:
-            raise TrainingError(f"{str(out)!r} has config.json but no checkpoint to resume "
-                                "from; pass --overwrite to start again")
+    start, found = 0, latest_resumable(out) if resuming else None
+    if found is not None:
         start, path = found
         ckpt = load_checkpoint(path, map_location=device)
         model.load_state_dict(ckpt["model"])
         meta_opt.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
         log(f"resuming {str(out)!r} from step {start} ({path.name})")
+    elif resuming:
+        log(f"{str(out)!r} has no checkpoint yet: starting it from step 0")
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    _rewrite_metrics(metrics, config, keep_until=start)
+    _rewrite_metrics(metrics, config, keep_until=start if found is not None else -1)
     schedule = set(checkpoint_steps(config))
-    if start == 0:
+    if found is None:
         if config.val_every:
             _append(metrics, {"kind": "val", "step": 0, **_validate(model, samplers["val"],
                                                                     config)})

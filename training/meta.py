@@ -16,7 +16,7 @@ Then meta-gradients are optionally clipped elementwise to ``[-meta_clip, meta_cl
 """
 import torch
 
-from .inner import adapt, task_loss
+from .inner import _inner_loop, task_loss
 
 __all__ = ["episode_tensors", "meta_step"]
 
@@ -62,9 +62,11 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
     Returns
     -------
     dict
-        Means over the meta-batch of the query loss and accuracy before
-        (``pre_loss``, ``pre_acc``) and after (``post_loss``, ``post_acc``) the
-        ``config.inner_steps`` inner steps (losses as mean cross-entropy per example).
+        Means over the meta-batch, as cbfinn/maml's pre- and post-update numbers:
+        ``pre_loss``, ``pre_acc`` of the unadapted network on the support set (read
+        from the first inner step's forward pass, so they cost nothing), and
+        ``post_loss``, ``post_acc`` on the query set after ``config.inner_steps`` inner
+        steps. Losses are mean cross-entropy per example, whatever the conventions.
 
     Examples
     --------
@@ -88,14 +90,21 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
     sums = dict(pre_loss=0.0, pre_acc=0.0, post_loss=0.0, post_acc=0.0)
     for episode in episodes:
         sx, sy, qx, qy = episode_tensors(episode, device, dtype)
-        fmodel = None
-        for step, fmodel in adapt(model, sx, sy, config, config.inner_steps,
-                                  track_higher_grads=not config.first_order):
+        seen = {}
+
+        def on_support(step, logits, seen=seen):
             if step == 0:
-                with torch.no_grad():
-                    logits = fmodel(qx)
-                sums["pre_loss"] += torch.nn.functional.cross_entropy(logits, qy).item()
-                sums["pre_acc"] += _accuracy(logits, qy)
+                seen["logits"] = logits.detach()
+
+        fmodel = None
+        for _, fmodel in _inner_loop(model, sx, sy, config, config.inner_steps,
+                                     not config.first_order, on_support):
+            pass
+        if "logits" not in seen:  # no inner step: the unadapted network on the support set
+            with torch.no_grad():
+                seen["logits"] = fmodel(sx)
+        sums["pre_loss"] += torch.nn.functional.cross_entropy(seen["logits"], sy).item()
+        sums["pre_acc"] += _accuracy(seen["logits"], sy)
         logits = fmodel(qx)
         loss = task_loss(logits, qy, config.meta_loss, config.k_shot) / len(episodes)
         if config.first_order:

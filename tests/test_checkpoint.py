@@ -1,0 +1,167 @@
+"""Checkpoints: kill-and-resume equals an uninterrupted run, safe loading, run folders."""
+import json
+
+import pytest
+import torch
+
+from training.checkpoint import (checkpoint_path, load_checkpoint, load_meta_parameters,
+                                 load_run, save_checkpoint)
+from training.config import get_preset
+from training.errors import TrainingError
+from training.maml import main, train
+from training.model import build_model
+
+
+class _Killed(Exception):
+    pass
+
+
+def _cfg(data_root, **kw):
+    base = dict(n_way=5, meta_batch=2, inner_steps=1, inner_steps_eval=2, steps=7,
+                checkpoint_every=4, checkpoint_log=False, state_every=2, val_every=3,
+                val_tasks=3, test_tasks=3, lake_eval=False, progress=False, data=str(data_root))
+    return get_preset("quick", **{**base, **kw})
+
+
+def _lines(path, kind):
+    out = []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == kind:
+            rec.pop("elapsed_s", None)
+            out.append(rec)
+    return out
+
+
+def _assert_same_state(a, b):
+    assert a["step"] == b["step"]
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for pid, st in a["optimizer"]["state"].items():
+        for k, v in st.items():
+            assert torch.equal(v, b["optimizer"]["state"][pid][k]), (pid, k)
+
+
+@pytest.mark.parametrize("kill_at", [1, 5])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, data_root, kill_at):
+    cfg = _cfg(data_root)
+    train(cfg, tmp_path / "a", log=None)
+
+    def kill(step):
+        if step == kill_at:
+            raise _Killed  # after the step's metrics are written, before its checkpoint
+
+    with pytest.raises(_Killed):
+        train(cfg, tmp_path / "b", log=None, on_step=kill)
+    # a crash inside torch.save leaves only a temporary file behind
+    (tmp_path / "b" / "checkpoints" / ".step_00000007.pt.tmp-1").write_bytes(b"\x00" * 10)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(cfg, tmp_path / "b", log=None)
+    train(cfg, tmp_path / "b", resume=True, log=None)
+
+    steps_a, steps_b = load_run(tmp_path / "a")[1], load_run(tmp_path / "b")[1]
+    assert list(steps_a) == list(steps_b) == [0, 4, 7]
+    for step in steps_a:
+        _assert_same_state(load_checkpoint(steps_a[step]), load_checkpoint(steps_b[step]))
+    for kind in ("train", "val"):
+        assert _lines(tmp_path / "a" / "metrics.jsonl", kind) == \
+            _lines(tmp_path / "b" / "metrics.jsonl", kind)
+    assert [r["step"] for r in _lines(tmp_path / "b" / "metrics.jsonl", "train")] == \
+        list(range(1, 8))
+    ev_a = json.loads((tmp_path / "a" / "evaluation.json").read_text())
+    ev_b = json.loads((tmp_path / "b" / "evaluation.json").read_text())
+    assert ev_a == ev_b
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, data_root):
+    train(_cfg(data_root, steps=2, val_every=0, test_tasks=0), tmp_path / "r", log=None)
+    with pytest.raises(TrainingError, match="inner_lr"):
+        train(_cfg(data_root, steps=2, val_every=0, test_tasks=0, inner_lr=0.5),
+              tmp_path / "r", resume=True, log=None)
+    # more steps is allowed, and continues from the last state
+    train(_cfg(data_root, steps=3, val_every=0, test_tasks=0), tmp_path / "r", resume=True,
+          log=None)
+    assert list(load_run(tmp_path / "r")[1]) == [0, 2, 3]
+
+
+def test_overwrite_starts_again(tmp_path, data_root):
+    cfg = _cfg(data_root, steps=2, val_every=0, test_tasks=0)
+    train(cfg, tmp_path / "o", log=None)
+    (tmp_path / "o" / "metrics.jsonl").write_text("garbage\n")
+    train(cfg, tmp_path / "o", overwrite=True, log=None)
+    assert len(_lines(tmp_path / "o" / "metrics.jsonl", "train")) == 2
+    with pytest.raises(TrainingError, match="exclude"):
+        train(cfg, tmp_path / "o", overwrite=True, resume=True, log=None)
+
+
+def _saved(tmp_path):
+    cfg = get_preset("quick")
+    torch.manual_seed(3)
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    return cfg, model, save_checkpoint(checkpoint_path(tmp_path, 12), step=12, config=cfg,
+                                       model=model, optimizer=opt)
+
+
+def test_truncated_checkpoint_raises(tmp_path):
+    _, _, path = _saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainingError, match="truncated"):
+        load_checkpoint(path)
+
+
+def test_foreign_checkpoints_raise(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(TrainingError, match="not a repscope MAML checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")  # needs pickled classes
+    with pytest.raises(TrainingError, match="weights_only"):
+        load_checkpoint(tmp_path / "module.pt")
+    with pytest.raises(TrainingError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_loading_uses_weights_only(tmp_path, monkeypatch):
+    _, _, path = _saved(tmp_path)
+    seen = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("weights_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_checkpoint(path)
+    assert seen == [True]
+
+
+def test_load_run_and_meta_parameters_round_trip(tmp_path):
+    cfg, model, path = _saved(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    config, ckpts = load_run(tmp_path)
+    assert config == cfg and ckpts == {12: path}
+    fresh = build_model(config)
+    assert load_meta_parameters(fresh, path) is fresh
+    for a, b in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+    other = build_model(get_preset("miniimagenet-5way-1shot"))
+    with pytest.raises(TrainingError, match="does not fit"):
+        load_meta_parameters(other, path)
+
+
+def test_cli_writes_a_run(tmp_path, data_root, capsys):
+    out = tmp_path / "cli"
+    argv = ["--preset", "quick", "--out", str(out), "--data", str(data_root), "--steps", "1",
+            "--n-way", "5", "--meta-batch", "1", "--val-every", "0", "--test-tasks", "2",
+            "--no-lake-eval", "--no-progress", "--meta-clip", "none"]
+    assert main(argv) == 0
+    config, ckpts = load_run(out)
+    assert config.n_way == 5 and config.meta_clip is None and list(ckpts) == [0, 1]
+    assert "test:" in capsys.readouterr().out
+    assert main(argv) == 2  # exists: refuses without --resume / --overwrite
+    assert "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--adapt-layers" in capsys.readouterr().out
