@@ -300,6 +300,22 @@ class Probe:
         -------
         xarray.Dataset
             Layers in forward (first-recording) order; unrecorded cells are NaN.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(2, 3))
+        >>> probe = Probe(net)
+        >>> for task, inner_step in [(0, 0), (1, 5)]:
+        ...     with probe.recording(checkpoint=0, task=task, inner_step=inner_step,
+        ...                          labels=[1, 0], image_ids=["x", "y"], role="query"):
+        ...         _ = net(torch.ones(2, 2))
+        >>> ds = probe.to_dataset(config={"seed": 1}, clear=True)
+        >>> bool(ds["0"].sel(task=0, inner_step=5).isnull().all())   # not recorded
+        True
+        >>> ds.attrs["config"], probe.recorded
+        ('{"seed": 1}', [])
         """
         np_dtype = np.dtype(self.dtype)
         ds = assemble(list(self._cells.values()), self._order, self._layer_attrs, np_dtype, config)

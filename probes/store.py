@@ -191,6 +191,25 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> x
     ProbeError
         If the folder holds no checkpoint files, a requested checkpoint is missing, a file
         breaks the schema (naming the missing item), or files come from different runs.
+
+    Examples
+    --------
+    Grow a run checkpoint by checkpoint, skipping finished ones, then read it back:
+
+    >>> import tempfile, torch
+    >>> from torch import nn
+    >>> from probes import Probe
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+    >>> probe, folder = Probe(net), tempfile.mkdtemp()
+    >>> for step in (0, 100, 200):
+    ...     if step in existing_checkpoints(folder):
+    ...         continue
+    ...     with probe.recording(checkpoint=step, labels=[0, 1], image_ids=["a", "b"]):
+    ...         _ = net(torch.ones(2, 3) * step)
+    ...     _ = write_checkpoint(folder, probe.to_dataset(clear=True))
+    >>> run = open_run(folder)
+    >>> run["checkpoint"].values.tolist(), run["1"].dims
+    ([0, 100, 200], ('checkpoint', 'task', 'inner_step', 'stimulus', 'unit_1'))
     """
     folder = Path(folder)
     stored = existing_checkpoints(folder)
