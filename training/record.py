@@ -1,0 +1,330 @@
+"""Record a MAML run's representations: ``python -m training.record``.
+
+For every selected checkpoint of a run folder (written by ``python -m training.maml``),
+and for ``P`` analysis tasks from held-out characters, the meta-parameters are adapted
+on each task's own support set and the representations of a shared *probe set* are
+recorded with :class:`probes.Probe` after the requested inner steps. As in the paper's
+code (see ``docs/dev/contracts.md`` and the user guide):
+
+* analysis tasks come from the run's held-out (test) classes, without rotation or label
+  shuffling, in a fixed order: task ``t`` takes classes ``t*N .. t*N+N-1`` (wrapping
+  around when there are fewer than ``P*N`` held-out classes); support = the first
+  example of each class, query = all other examples;
+* the probe set is, by default, the second example of each class of task 0: the same
+  ``N`` images for every task, inner step and checkpoint (``--probe-task`` chooses
+  another task, ``--probe-index`` another example). Inner step 0 is therefore identical
+  for all tasks at one checkpoint: it is the meta-initialised representation;
+* batch norm uses the batch statistics of the probe batch;
+* each task's accuracy on its own query images is stored as ``accuracy``, and the
+  accuracy of ``--eval-tasks`` randomly drawn held-out tasks after the evaluation number
+  of inner steps as ``eval_accuracy`` (Figure 4).
+
+One netCDF file per checkpoint goes to ``<run>/activations/`` (written atomically);
+checkpoints already there are skipped, so an interrupted recording resumes where it
+stopped. ``probes.open_run(<run>/activations)`` opens the result as one Dataset.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from probes import Probe, existing_checkpoints, write_checkpoint
+
+from .checkpoint import load_meta_parameters, load_run
+from .data.episodes import EpisodeSampler
+from .errors import TrainingError
+from .evaluate import evaluate_tasks
+from .inner import adapt
+from .meta import episode_tensors
+from .model import build_model
+from .tasks import task_samplers
+
+__all__ = ["RecordConfig", "select_checkpoints", "analysis_tasks", "record_run", "main"]
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
+
+
+@dataclass
+class RecordConfig:
+    """What to record from a run (defaults: the paper's analysis, sized by the caller).
+
+    Examples
+    --------
+    >>> RecordConfig(inner_steps=(0, 1, 5)).max_inner_step
+    5
+    """
+
+    checkpoints: str = "all"
+    tasks: int = 50
+    inner_steps: Sequence[int] = (0, 1, 5, 10)
+    eval_tasks: int = 600
+    probe_task: int = 0
+    probe_index: int = 1
+    layers: Sequence[str] = LAYERS
+    reduce: str = "none"
+    dtype: str = "float32"
+    compress: bool = False
+    device: str = "cpu"
+    data: Optional[str] = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
+        self.layers = tuple(self.layers)
+        if not self.inner_steps or self.inner_steps[0] < 0:
+            raise TrainingError(f"inner_steps must be non-negative integers, got {list(self.inner_steps)}")
+        for name in ("tasks",):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_tasks < 0:
+            raise TrainingError(f"eval_tasks must be >= 0, got {self.eval_tasks}")
+        if not 0 <= self.probe_task < self.tasks:
+            raise TrainingError(f"probe_task must be one of the analysed tasks 0..{self.tasks - 1}, "
+                                f"got {self.probe_task}")
+
+    @property
+    def max_inner_step(self) -> int:
+        return max(self.inner_steps)
+
+
+def select_checkpoints(spec: str, available: Sequence[int]) -> list[int]:
+    """The checkpoint steps named by ``spec`` among ``available``.
+
+    ``spec`` is ``all``, ``every:K`` (multiples of K), ``START:STOP:STEP`` (inclusive
+    range), or a comma-separated list of steps. Steps that were not saved raise.
+
+    Examples
+    --------
+    >>> avail = [0, 1, 2, 5, 100, 200, 300]
+    >>> select_checkpoints("every:100", avail)
+    [0, 100, 200, 300]
+    >>> select_checkpoints("100:300:200", avail), select_checkpoints("5,0", avail)
+    ([100, 300], [0, 5])
+    >>> select_checkpoints("7", avail)
+    Traceback (most recent call last):
+    ...
+    training.errors.TrainingError: Checkpoints [7] are not in the run; saved steps: [0, 1, 2, 5, 100, 200, 300]
+    """
+    available = sorted(available)
+    text = str(spec).strip()
+    try:
+        if text == "all":
+            return available
+        if text.startswith("every:"):
+            k = int(text.split(":", 1)[1])
+            if k < 1:
+                raise ValueError
+            return [s for s in available if s % k == 0]
+        if text.count(":") == 2:
+            start, stop, step = (int(v) for v in text.split(":"))
+            if step < 1:
+                raise ValueError
+            wanted = list(range(start, stop + 1, step))
+        else:
+            wanted = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise TrainingError(f"Cannot read checkpoints {spec!r}. Expected 'all', 'every:K', "
+                            "'START:STOP:STEP' or a comma-separated list of steps") from None
+    missing = [s for s in wanted if s not in available]
+    if missing:
+        raise TrainingError(f"Checkpoints {missing} are not in the run; saved steps: {available}")
+    if not wanted:
+        raise TrainingError(f"Checkpoints {spec!r} select nothing; saved steps: {available}")
+    return wanted
+
+
+def analysis_tasks(images, image_ids, n_way: int, n_tasks: int) -> list:
+    """The fixed-order analysis tasks over held-out classes (see the module docstring).
+
+    Examples
+    --------
+    >>> x = np.zeros((7, 4, 28, 28), np.float32)
+    >>> ids = np.array([[f"c{c}/{e}" for e in range(4)] for c in range(7)])
+    >>> [t.classes.tolist() for t in analysis_tasks(x, ids, n_way=3, n_tasks=3)]
+    [[0, 1, 2], [3, 4, 5], [6, 0, 1]]
+    """
+    n_classes, n_examples = np.shape(images)[:2]
+    if n_classes < n_way:
+        raise TrainingError(f"{n_classes} held-out classes cannot make a {n_way}-way task")
+    if n_examples < 2:
+        raise TrainingError(f"Analysis tasks need >= 2 examples per class, got {n_examples}")
+    tasks = []
+    for t in range(n_tasks):
+        classes = (t * n_way + np.arange(n_way)) % n_classes
+        task = EpisodeSampler.fixed_task(images, classes, support_index=0,
+                                         query_index=list(range(1, n_examples)), image_ids=image_ids)
+        tasks.append(task)
+    return tasks
+
+
+def _probe_set(images, image_ids, task, index: int):
+    n_examples = np.shape(images)[1]
+    if not 0 <= index < n_examples:
+        raise TrainingError(f"probe_index {index} is out of range for {n_examples} examples per class")
+    x = torch.as_tensor(np.asarray(images)[task.classes, index])
+    if x.ndim == 3:
+        x = x[:, None]
+    ids = [str(image_ids[c, index]) for c in task.classes] if image_ids is not None else \
+        [f"class{c}/{index}" for c in task.classes]
+    return x.float(), torch.arange(len(task.classes)), ids
+
+
+def record_checkpoint(model, config, rec: RecordConfig, tasks, probe_set, eval_episodes,
+                      step: int, run_config: dict):
+    """Record one checkpoint: every task, every requested inner step. Returns a Dataset."""
+    device = next(model.parameters()).device
+    px, py, pids = probe_set
+    px = px.to(device)
+    probe = Probe(model, layers=list(rec.layers), dtype=rec.dtype,
+                  reduce=None if rec.reduce == "none" else rec.reduce)
+    acc = np.full((1, len(tasks), len(rec.inner_steps)), np.nan)
+    for t, task in enumerate(tasks):
+        sx, sy, qx, qy = episode_tensors(task, device)
+        for k, fmodel in adapt(model, sx, sy, config, rec.max_inner_step, track_higher_grads=False):
+            if k not in rec.inner_steps:
+                continue
+            with torch.no_grad():
+                with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
+                                     image_ids=pids, role="probe", module=fmodel):
+                    fmodel(px)
+                acc[0, t, rec.inner_steps.index(k)] = (fmodel(qx).argmax(1) == qy).double().mean().item()
+    ds = probe.to_dataset(config=run_config, clear=True)
+    ds["accuracy"] = (("checkpoint", "task", "inner_step"), acc,
+                      {"role": "metric", "long_name": "accuracy on the task's own query images"})
+    if eval_episodes:
+        final = evaluate_tasks(model, eval_episodes, config, config.inner_steps_eval)[:, -1]
+        ds = ds.assign_coords(eval_task=np.arange(len(final), dtype=np.int64))
+        ds["eval_accuracy"] = (("checkpoint", "eval_task"), final[None],
+                               {"role": "metric", "inner_steps": int(config.inner_steps_eval),
+                                "long_name": "accuracy of random held-out tasks"})
+    return ds
+
+
+def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
+    import xarray as xr
+
+    from probes.store import checkpoint_path
+
+    with xr.open_dataset(checkpoint_path(out, step)) as existing:
+        stored = json.loads(existing.attrs.get("config", "{}"))
+    wanted = json.loads(json.dumps(run_config))
+    if stored != wanted:
+        diff = sorted(k for k in set(stored.get("record", {})) | set(wanted["record"])
+                      if stored.get("record", {}).get(k) != wanted["record"].get(k))
+        raise TrainingError(
+            f"{str(out)!r} already holds recordings made with other settings "
+            f"({diff or 'run configuration'} differ); record into another --out, or delete it")
+
+
+def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
+    """Record ``run_dir``'s checkpoints into ``out`` (default ``run_dir/activations``).
+
+    Returns the activations folder. Checkpoints already recorded there are skipped.
+    """
+    run_dir = Path(run_dir)
+    config, saved = load_run(run_dir)
+    if not saved:
+        raise TrainingError(f"Run {str(run_dir)!r} has no checkpoints yet (checkpoints/step_*.pt)")
+    steps = select_checkpoints(rec.checkpoints, list(saved))
+    out = Path(out) if out is not None else run_dir / "activations"
+    done = set(existing_checkpoints(out)) if out.exists() else set()
+    todo = [s for s in steps if s not in done]
+    if rec.max_inner_step > max(config.inner_steps_eval, 0) and log:
+        log(f"note: recording up to inner step {rec.max_inner_step}, beyond the run's "
+            f"{config.inner_steps_eval} evaluation steps")
+    if rec.data is not None:
+        config = dataclasses.replace(config, data=rec.data)
+    test = task_samplers(config)["test"]  # the run's held-out classes and test-task sampler
+    images, image_ids = test.images, test.image_ids
+    tasks = analysis_tasks(images, image_ids, config.n_way, rec.tasks)
+    probe_set = _probe_set(images, image_ids, tasks[rec.probe_task], rec.probe_index)
+    eval_episodes = [test.episode(i) for i in range(rec.eval_tasks)]
+    # What decides the values; not which checkpoints, nor where or how visibly they ran.
+    settings = {k: v for k, v in asdict(rec).items() if k not in ("checkpoints", "device", "progress")}
+    run_config = {"kind": "maml", "run": config.to_dict(), "record": settings,
+                  "probe_set": {"task": rec.probe_task, "index": rec.probe_index,
+                                "image_ids": probe_set[2]}}
+    if done:
+        _check_same_settings(out, min(done), run_config)
+    if log:
+        log(f"recording {len(todo)} of {len(steps)} checkpoints ({len(steps) - len(todo)} already "
+            f"in {out}); {rec.tasks} tasks x inner steps {list(rec.inner_steps)}, "
+            f"{rec.eval_tasks} eval tasks")
+    device = torch.device(rec.device)
+    model = build_model(config).to(device)
+    bar = todo
+    if rec.progress:
+        from tqdm import tqdm
+        bar = tqdm(todo, desc="record", unit="ckpt", file=sys.stderr)
+    for step in bar:
+        load_meta_parameters(model, saved[step])
+        ds = record_checkpoint(model, config, rec, tasks, probe_set, eval_episodes, step, run_config)
+        write_checkpoint(out, ds, compress=rec.compress)
+        if rec.progress:
+            bar.set_postfix(step=step, acc=f"{np.nanmean(ds['accuracy'].values[..., -1]):.2f}")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = RecordConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m training.record",
+        description="Probe a MAML run's checkpoints: adapt the meta-parameters on analysis "
+                    "tasks and record the probe set's layer outputs after chosen inner steps.")
+    p.add_argument("--run", required=True, help="Run folder written by python -m training.maml.")
+    p.add_argument("--out", default=None, help="Activations folder (default: RUN/activations).")
+    p.add_argument("--checkpoints", default=d.checkpoints,
+                   help="'all', 'every:K', 'START:STOP:STEP' (inclusive) or a list '0,100,200' "
+                        "(default: all).")
+    p.add_argument("--tasks", type=int, default=d.tasks, help="Analysis tasks P (default: 50).")
+    p.add_argument("--inner-steps", default="0,1,5,10",
+                   help="Inner steps after which to record, comma-separated (default: 0,1,5,10).")
+    p.add_argument("--eval-tasks", type=int, default=d.eval_tasks,
+                   help="Random held-out tasks whose accuracy is stored as eval_accuracy (default: 600; 0: none).")
+    p.add_argument("--probe-task", type=int, default=d.probe_task,
+                   help="Task whose classes form the probe set (default: 0).")
+    p.add_argument("--probe-index", type=int, default=d.probe_index,
+                   help="Example of each class used as probe image (default: 1, the second drawing).")
+    p.add_argument("--layers", default=",".join(LAYERS), help="Module paths to record (default: all five).")
+    p.add_argument("--reduce", default="none", choices=["none", "spatial_mean"],
+                   help="Spatial mean of conv maps before storing (default: none).")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="Storage dtype.")
+    p.add_argument("--compress", action="store_true", help="zlib-compress the netCDF files.")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device (default: cpu).")
+    p.add_argument("--data", default=None, help="Data folder (default: the run's, else $REPSCOPE_DATA).")
+    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    return p
+
+
+def main(argv=None) -> int:
+    """Command line entry point."""
+    args = _parser().parse_args(argv)
+    try:
+        steps = [int(s) for s in args.inner_steps.split(",") if s.strip()]
+        rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks, inner_steps=steps,
+                           eval_tasks=args.eval_tasks, probe_task=args.probe_task,
+                           probe_index=args.probe_index,
+                           layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
+                           dtype=args.dtype, compress=args.compress, device=args.device,
+                           data=args.data, progress=not args.no_progress)
+        out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr))
+    except ValueError as exc:
+        print(f"error: cannot read --inner-steps {args.inner_steps!r}: {exc}", file=sys.stderr)
+        return 2
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"activations in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
