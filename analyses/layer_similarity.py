@@ -30,18 +30,19 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, sys.path[0] is analyses/; the package itself is imported absolutely.
+# Run as a script, sys.path[0] is analyses/; the package is imported absolutely. The
+# heavy modules (torch, rsatoolbox, matplotlib) are imported in main() after parsing,
+# so --help answers at once; tests check the option lists below against the registries.
 from analyses.errors import AnalysisError
-from analyses.measures import MEASURES
-from analyses.mds import MDS_MODES
-from analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
-                               redraw, summarize)
-from analyses.rdms import RDM_METHODS
-from analyses.saving import save_text
+
+MEASURE_NAMES = ("rsa", "cka_linear", "cka_rbf", "cka_linear_debiased", "cka_rbf_debiased",
+                 "cka_linear_minibatch")
+RDM_METHOD_NAMES = ("euclidean", "correlation", "cosine")
+MDS_MODE_NAMES = ("paper", "precomputed")
 
 PRESETS = {
     "quick": {"maml": ["quick"], "record": ["--checkpoints", "all", "--tasks", "8",
-                                            "--inner-steps", "0,1,5,10"]},
+                                            "--inner-steps", "0,1,5,10", "--eval-tasks", "100"]},
     "paper": {"maml": ["omniglot-20way-1shot", "miniimagenet-5way-1shot"],
               "record": ["--checkpoints", "every:1000", "--tasks", "50", "--inner-steps", "0,1,5,10"]},
 }
@@ -72,13 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="torch device for training and CKA, e.g. cuda (default: CPU)")
     p.add_argument("--measures", default="rsa,cka_linear",
-                   help=f"comma-separated measures for figs 1a/1b/2; from {sorted(MEASURES)}")
-    p.add_argument("--primary", default="rsa", choices=sorted(MEASURES),
+                   help=f"comma-separated measures for figs 1a/1b/2; from {sorted(MEASURE_NAMES)}")
+    p.add_argument("--primary", default="rsa", choices=sorted(MEASURE_NAMES),
                    help="measure of the RDM of RDMs (figs 3/5/6) and of the findings")
-    p.add_argument("--rdm-method", default="correlation", choices=RDM_METHODS,
+    p.add_argument("--rdm-method", default="correlation", choices=RDM_METHOD_NAMES,
                    help="first-order RDM (correlation: the paper's code; euclidean: its text, "
                         "rsatoolbox's squared distance / n units)")
-    p.add_argument("--mds-mode", default="paper", choices=MDS_MODES,
+    p.add_argument("--mds-mode", default="paper", choices=MDS_MODE_NAMES,
                    help="paper: min-max scaled rows as features (the paper's code); "
                         "precomputed: MDS on the dissimilarities")
     p.add_argument("--meta-gap", type=int, default=1000,
@@ -144,14 +145,14 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
         if _has(out / "activations", "*.nc"):
             print(f"[layer_similarity] skip recording {name}: {out / 'activations'} exists", flush=True)
         else:
-            _stage([sys.executable, "-m", "training.record", "--run", str(out)] + preset["record"] + data,
+            _stage([sys.executable, "-m", "training.record", "--run", str(out)] + preset["record"] + data + dev,
                    f"record {name}")
         runs.append(out)
     mnist = args.runs_dir / "mnist"
     if _has(mnist / "activations", "*.nc"):
         print(f"[layer_similarity] skip supervised control: {mnist / 'activations'} exists", flush=True)
     else:
-        _stage([sys.executable, "-m", "training.supervised", "--out", str(mnist)] + data,
+        _stage([sys.executable, "-m", "training.supervised", "--out", str(mnist)] + data + dev,
                "train the supervised MNIST control")
     return runs, mnist
 
@@ -159,6 +160,10 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
 def main(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     args = _parser().parse_args(argv)
+    from analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
+                                   redraw, summarize)
+    from analyses.saving import save_text
+
     try:
         if args.redraw:
             files = redraw(args.results)

@@ -38,6 +38,7 @@ from analyses.rdms import PAIR, rdm_matrix, rdms, spearman_dissimilarity
 __all__ = ["MEASURES", "Measure", "get_measure", "features", "compare", "compare_all"]
 
 GRAM = "gram_entry"
+_CHUNK_BYTES = 512 * 2**20  # float64 bytes of representation read at once
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,14 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     ('task', 'gram_entry')
     """
     m, opts = _resolve(measure, options)
+    others = _other_dims(da)
+    if others and da.size * 8 > _CHUNK_BYTES and da.sizes[others[0]] > 1:
+        # Large records (the paper's: 60 checkpoints x 50 tasks x 4 steps of 12544
+        # units) are read and reduced a slice at a time; the features are small.
+        step = max(1, int(da.sizes[others[0]] * _CHUNK_BYTES // (da.size * 8)))
+        parts = [features(da.isel({others[0]: slice(i, i + step)}), measure, **options)
+                 for i in range(0, da.sizes[others[0]], step)]
+        return xr.concat(parts, others[0], combine_attrs="override")
     if m.family == "rsa":
         return rdms(da, opts["rdm_method"])
     batch, others = _to_batch(da)

@@ -1,6 +1,8 @@
 """Measure registry, error bars, MDS modes and findings against references."""
 import json
 
+import analyses.measures
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -148,3 +150,18 @@ def test_similarity_results_count_change_as_one_minus_similarity():
     with pytest.raises(AnalysisError, match="direction"):
         finding_f3(inner.assign_attrs(direction=None), n_boot=10)
     json.dumps(finding_f2(inner, meta, n_boot=50))  # plain, serialisable numbers
+
+
+def test_large_inputs_are_reduced_a_slice_at_a_time(layers, monkeypatch):
+    a, b = layers
+    rng = np.random.default_rng(5)
+    x = xr.concat([b + rng.normal(0, 0.1, b.shape) for _ in range(7)], "checkpoint").assign_coords(
+        checkpoint=np.arange(7) * 100)
+    full = {m: compare(x, b, m) for m in ("rsa", "cka_linear")}
+    monkeypatch.setattr(analyses.measures, "_CHUNK_BYTES", 2 * b.size * 8)
+    calls = []
+    real = analyses.measures.rdms
+    monkeypatch.setattr(analyses.measures, "rdms", lambda da, m: calls.append(da.sizes) or real(da, m))
+    for m, ref in full.items():
+        xr.testing.assert_allclose(compare(x, b, m), ref)
+    assert len(calls) == 5  # 4 slices of x (2 checkpoints each at most) + b

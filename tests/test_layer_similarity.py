@@ -66,3 +66,13 @@ def test_script_help_runs_from_a_plain_python_call():
     assert done.returncode == 0, done.stderr
     for opt in ("--preset", "--maml-run", "--mnist-run", "--run", "--redraw", "--rdm-method", "--device"):
         assert opt in done.stdout
+
+
+def test_option_lists_match_the_registries():
+    from analyses.measures import MEASURES
+    from analyses.mds import MDS_MODES
+    from analyses.rdms import RDM_METHODS
+
+    assert set(layer_similarity.MEASURE_NAMES) == set(MEASURES)
+    assert set(layer_similarity.RDM_METHOD_NAMES) == set(RDM_METHODS)
+    assert set(layer_similarity.MDS_MODE_NAMES) == set(MDS_MODES)
