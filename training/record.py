@@ -177,14 +177,22 @@ def _probe_set(images, image_ids, task, index: int):
     return x.float(), torch.arange(len(task.classes)), ids
 
 
-def record_checkpoint(model, config, rec: RecordConfig, tasks, probe_set, eval_episodes,
+def make_probe(model, rec: RecordConfig) -> Probe:
+    """The :class:`probes.Probe` that ``rec`` asks for, on ``model``."""
+    return Probe(model, layers=list(rec.layers), dtype=rec.dtype,
+                 reduce=None if rec.reduce == "none" else rec.reduce)
+
+
+def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set, eval_episodes,
                       step: int, run_config: dict):
-    """Record one checkpoint: every task, every requested inner step. Returns a Dataset."""
+    """Record one checkpoint: every task, every requested inner step. Returns a Dataset.
+
+    ``probe`` (from :func:`make_probe` on ``model``) is reused across checkpoints so
+    that its buffers are recycled; the dataset it returns holds this checkpoint only.
+    """
     device = next(model.parameters()).device
     px, py, pids = probe_set
     px = px.to(device)
-    probe = Probe(model, layers=list(rec.layers), dtype=rec.dtype,
-                  reduce=None if rec.reduce == "none" else rec.reduce)
     acc = np.full((1, len(tasks), len(rec.inner_steps)), np.nan)
     for t, task in enumerate(tasks):
         sx, sy, qx, qy = episode_tensors(task, device)
@@ -260,13 +268,14 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
             f"{rec.eval_tasks} eval tasks")
     device = torch.device(rec.device)
     model = build_model(config).to(device)
+    probe = make_probe(model, rec)
     bar = todo
     if rec.progress:
         from tqdm import tqdm
         bar = tqdm(todo, desc="record", unit="ckpt", file=sys.stderr)
     for step in bar:
         load_meta_parameters(model, saved[step])
-        ds = record_checkpoint(model, config, rec, tasks, probe_set, eval_episodes, step, run_config)
+        ds = record_checkpoint(model, probe, config, rec, tasks, probe_set, eval_episodes, step, run_config)
         write_checkpoint(out, ds, compress=rec.compress)
         if rec.progress:
             bar.set_postfix(step=step, acc=f"{np.nanmean(ds['accuracy'].values[..., -1]):.2f}")
