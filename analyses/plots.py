@@ -29,11 +29,15 @@ def _measures(res: xr.Dataset) -> list[str]:
     return names
 
 
-def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "linear"):
+def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "linear",
+               as_change: bool = False):
     names = _measures(res)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
         da = res[name]
+        flip = as_change and da.attrs.get("direction") == "similarity"
+        if flip:  # small changes show on a log axis only as 1 - similarity
+            da = 1 - da
         for layer in da["layer"].values:
             d = da.sel(layer=layer)
             xs = d[x].values
@@ -45,9 +49,10 @@ def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "
                 d = d.squeeze(drop=True) if "task" in d.dims else d
                 ax.plot(xs, d.values, marker=".", label=str(layer))
         ax.set_xlabel(x.replace("_", " "))
-        ax.set_ylabel(_LABEL.get(name, name))
+        ax.set_ylabel(("1 - " if flip else "") + _LABEL.get(name, name))
         if yscale == "symlog":
-            ax.set_yscale("symlog", linthresh=1e-4)
+            pos = da.values[np.isfinite(da.values) & (da.values > 0)]
+            ax.set_yscale("symlog", linthresh=10 ** np.floor(np.log10(pos.min())) if pos.size else 1e-6)
         elif yscale != "linear":
             ax.set_yscale(yscale)
         ax.grid(alpha=0.3)
@@ -87,6 +92,8 @@ def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None) -> Fi
 def plot_meta_change(res: xr.Dataset, yscale: str = "symlog") -> Figure:
     """Figure 1b: inner_step-0 representation at checkpoint t vs the previous one.
 
+    On a log or symlog axis, similarity measures are shown as ``1 - similarity``.
+
     Parameters
     ----------
     res : xarray.Dataset
@@ -98,7 +105,9 @@ def plot_meta_change(res: xr.Dataset, yscale: str = "symlog") -> Figure:
     fig = Figure(figsize=(5 * len(_measures(res)), 4), layout="constrained")
     prev = res["previous"].values if "previous" in res.coords else None
     gap = int(np.median(res["checkpoint"].values - prev)) if prev is not None and len(prev) else "?"
-    _band_axes(fig, res, "checkpoint", f"Fig. 1b: checkpoint t vs t - {gap} (inner step 0)", yscale)
+    _band_axes(fig, res, "checkpoint",
+               f"Fig. 1b: checkpoint t vs the previous one (median gap {gap} steps, inner step 0)", yscale,
+               as_change=yscale != "linear")
     return fig
 
 

@@ -30,7 +30,7 @@ def saved(record, data_root, tmp_path_factory):
 
 
 def test_figure_values_against_direct_computation(record, saved):
-    _, maml, _ = saved
+    out, maml, _ = saved
     inner = maml["inner"]
     assert inner["rsa"].dims == ("layer", "checkpoint", "task", "inner_step")
     np.testing.assert_allclose(inner["rsa"].sel(inner_step=0), 0, atol=1e-12)
@@ -41,10 +41,12 @@ def test_figure_values_against_direct_computation(record, saved):
     r0, r1 = (1 - np.corrcoef(v)[np.triu_indices(len(v), 1)] for v in (x0, x1))
     assert float(inner["rsa"].sel(layer="head", checkpoint=1000, task=2, inner_step=10)) == pytest.approx(
         1 - spearmanr(r0, r1).statistic, abs=1e-10)
-    # 1b: gap nearest 1000 steps with checkpoints every 500 -> lag 2
-    meta = maml["meta"]
+    # 1b: consecutive checkpoints; F2: the gap nearest 1000 steps (every 500 -> lag 2)
+    assert maml["meta"]["previous"].values.tolist() == [0, 500, 1000]
+    meta = maml["meta_gap"]
     assert meta["checkpoint"].values.tolist() == [1000, 1500]
     assert meta["previous"].values.tolist() == [0, 500]
+    xr.testing.assert_allclose(load_netcdf(out / "quick" / "f2_meta_change.nc")["rsa"], meta["rsa"])
 
 
 def test_saved_results_reload_identically_and_redraw_without_recomputing(saved, monkeypatch):
