@@ -5,10 +5,12 @@ Run ``python analyses/layer_similarity.py --help`` for every option.
 With no arguments this runs the quick end-to-end path on a fresh machine:
 
 1. ``python -m training.maml --preset quick --out runs/quick`` (skipped when
-   ``runs/quick/checkpoints`` holds checkpoints);
+   ``runs/quick/checkpoints`` holds the last step; resumed with ``--resume`` when it
+   holds earlier ones);
 2. ``python -m training.record --run runs/quick --checkpoints all --tasks 8
-   --inner-steps 0,1,5,10`` (skipped when ``runs/quick/activations`` holds records);
-3. ``python -m training.supervised --out runs/mnist`` (skipped likewise);
+   --inner-steps 0,1,5,10 --eval-tasks 100`` (skipped when ``runs/quick/activations`` holds records);
+3. ``python -m training.supervised --out runs/mnist`` (skipped when its records and
+   ``summary.json`` exist);
 4. the analysis: figures 1a, 1b, 3, 4, 5 of the MAML run and figure 2 of the MNIST
    control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
    ``results/findings.md`` (claims F1-F3 with bootstrap CIs).
@@ -24,7 +26,9 @@ at every 1000th step and analyses them: a GPU job of roughly 15 hours per MAML r
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -118,6 +122,23 @@ def _stage(cmd: list[str], what: str) -> None:
     print(f"[layer_similarity] {what} done in {time.time() - t0:.0f} s", flush=True)
 
 
+def _steps(folder: Path, pattern: str, regex: str) -> set[int]:
+    found = (re.match(regex, p.name) for p in folder.glob(pattern)) if folder.is_dir() else ()
+    return {int(m.group(1)) for m in found if m}
+
+
+def _training_state(out: Path) -> str:
+    """"done", "partial" or "missing" for a MAML run folder (read from its files)."""
+    steps = _steps(out / "checkpoints", "step_*.pt", r"^step_(\d+)\.pt$")
+    if not steps:
+        return "missing"
+    try:
+        total = int(json.loads((out / "config.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError):
+        return "done"  # cannot tell; never retrain over existing checkpoints
+    return "done" if max(steps) >= total else "partial"
+
+
 def _data_args(args) -> list[str]:
     data = args.data or (Path(os.environ["REPSCOPE_DATA"]) if os.environ.get("REPSCOPE_DATA") else None)
     return ["--data", str(data)] if data else []
@@ -137,22 +158,25 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
                 print(f"[layer_similarity] skipping {name}: no miniimagenet/ in the data folder", flush=True)
                 continue
         out = args.runs_dir / name
-        if _has(out / "checkpoints", "*.pt"):
+        state = _training_state(out)
+        if state == "done":
             print(f"[layer_similarity] skip training {name}: checkpoints exist in {out}", flush=True)
         else:
-            _stage([sys.executable, "-m", "training.maml", "--preset", name, "--out", str(out)] + data + dev,
-                   f"train {name}")
-        if _has(out / "activations", "*.nc"):
+            resume = ["--resume"] if state == "partial" else []
+            _stage([sys.executable, "-m", "training.maml", "--preset", name, "--out", str(out)]
+                   + resume + data + dev, f"train {name}" + (" (resume)" if resume else ""))
+        if _has(out / "activations", "checkpoint_*.nc"):
             print(f"[layer_similarity] skip recording {name}: {out / 'activations'} exists", flush=True)
         else:
             _stage([sys.executable, "-m", "training.record", "--run", str(out)] + preset["record"] + data + dev,
                    f"record {name}")
         runs.append(out)
     mnist = args.runs_dir / "mnist"
-    if _has(mnist / "activations", "*.nc"):
+    if _has(mnist / "activations", "*.nc") and (mnist / "summary.json").is_file():
         print(f"[layer_similarity] skip supervised control: {mnist / 'activations'} exists", flush=True)
-    else:
-        _stage([sys.executable, "-m", "training.supervised", "--out", str(mnist)] + data + dev,
+    else:  # a folder without summary.json was interrupted: start it again
+        again = ["--overwrite"] if mnist.exists() else []
+        _stage([sys.executable, "-m", "training.supervised", "--out", str(mnist)] + again + data + dev,
                "train the supervised MNIST control")
     return runs, mnist
 

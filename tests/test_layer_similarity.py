@@ -76,3 +76,35 @@ def test_option_lists_match_the_registries():
     assert set(layer_similarity.MEASURE_NAMES) == set(MEASURES)
     assert set(layer_similarity.RDM_METHOD_NAMES) == set(RDM_METHODS)
     assert set(layer_similarity.MDS_MODE_NAMES) == set(MDS_MODES)
+
+
+def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(layer_similarity, "_stage", lambda cmd, what: calls.append(cmd[1:]))
+    monkeypatch.setenv("REPSCOPE_DATA", "/data")
+    args = layer_similarity._parser().parse_args(["--runs-dir", str(tmp_path)])
+    runs, mnist = layer_similarity._train_and_record(args)
+    assert runs == [tmp_path / "quick"] and mnist == tmp_path / "mnist"
+    assert calls[0] == ["-m", "training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
+                        "--data", "/data"]
+    assert calls[1][:4] == ["-m", "training.record", "--run", str(tmp_path / "quick")]
+    assert "--inner-steps" in calls[1] and calls[1][-2:] == ["--data", "/data"]
+    assert calls[2] == ["-m", "training.supervised", "--out", str(tmp_path / "mnist"), "--data", "/data"]
+    # interrupted training resumes; finished stages are skipped
+    ck = tmp_path / "quick" / "checkpoints"
+    ck.mkdir(parents=True)
+    (tmp_path / "quick" / "config.json").write_text('{"steps": 1000}')
+    (ck / "step_00000500.pt").write_bytes(b"")
+    (tmp_path / "quick" / "activations").mkdir()
+    (tmp_path / "quick" / "activations" / "checkpoint_00000000.nc").write_bytes(b"")
+    (tmp_path / "mnist" / "activations").mkdir(parents=True)
+    (tmp_path / "mnist" / "activations" / "checkpoint_00000000.nc").write_bytes(b"")
+    (tmp_path / "mnist" / "summary.json").write_text("{}")
+    calls.clear()
+    layer_similarity._train_and_record(args)
+    assert calls == [["-m", "training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
+                      "--resume", "--data", "/data"]]
+    (ck / "step_00001000.pt").write_bytes(b"")
+    calls.clear()
+    layer_similarity._train_and_record(args)
+    assert calls == []
