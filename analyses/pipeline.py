@@ -97,13 +97,30 @@ def is_supervised(ds: xr.Dataset) -> bool:
     return ds.sizes.get("task", 1) == 1 and ds.sizes.get("inner_step", 1) == 1
 
 
+def _find_key(obj, key):
+    if isinstance(obj, dict):
+        if key in obj:
+            yield obj[key]
+        for v in obj.values():
+            yield from _find_key(v, key)
+
+
 def is_miniimagenet(ds: xr.Dataset) -> bool:
-    """Whether the record's run config names Mini-ImageNet."""
+    """Whether a ``dataset`` entry of the record's config (run config nested) is Mini-ImageNet.
+
+    Examples
+    --------
+    >>> is_miniimagenet(xr.Dataset(attrs={"config": '{"run": {"dataset": "miniimagenet"}}'}))
+    True
+    >>> is_miniimagenet(xr.Dataset(attrs={"config": '{"run": {"dataset": "omniglot"}}'}))
+    False
+    """
     try:
         cfg = json.loads(ds.attrs.get("config", "{}"))
     except ValueError:
         return False
-    return "miniimagenet" in json.dumps(cfg).lower().replace("-", "").replace("_", "")
+    return any(str(v).lower().replace("-", "").replace("_", "") == "miniimagenet"
+               for v in _find_key(cfg, "dataset"))
 
 
 def choose_lag(checkpoints, gap: int) -> int:

@@ -118,3 +118,15 @@ def test_supervised_figure_compares_every_step_with_initialisation(saved):
     # the synthetic control drifts more in late layers (the F1 pattern)
     last = res["rsa"].isel(checkpoint=-1)
     assert float(last.sel(layer="head")) > float(last.sel(layer="encoder.conv1"))
+
+
+def test_a_miniimagenet_record_gives_figure_6(data_root, tmp_path):
+    import json
+
+    ds = make_record(data_root, checkpoints=(0, 1000), n_tasks=2, inner_steps=(0, 1), n_stimuli=10, metrics=False)
+    ds.attrs["config"] = json.dumps({"kind": "maml", "run": {"dataset": "miniimagenet", "n_way": 5}})
+    analyse_maml(ds, AnalysisConfig(measures=("rsa",), formats=("png",)), tmp_path, "runs/mini")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "fig6.nc" in names and "fig6.png" in names and "fig3.nc" not in names
+    assert "fig4.nc" not in names  # no accuracy variables in this record
+    assert load_netcdf(tmp_path / "fig6.nc").attrs["figure"] == "6"
