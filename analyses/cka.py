@@ -246,10 +246,11 @@ def cka_matrix(reps, reps_b=None, kernel: str = "linear", **options) -> torch.Te
 
     Parameters
     ----------
-    reps : sequence of array_like, or array_like (R, n, d)
-        R representations of the same n stimuli (widths may differ when a sequence).
-    reps_b : same, optional
-        A second set (S representations); default ``reps``.
+    reps : sequence of array_like or array_like
+        R representations of the same n stimuli: a sequence of (n, d_r) arrays (widths
+        may differ) or one (R, n, d) array.
+    reps_b : sequence of array_like or array_like, optional
+        A second set (S representations) of the same form; default ``reps``.
     kernel : {"linear", "rbf"}
     **options
         ``debiased``, ``batch_size``, ``bandwidth``, ``threshold``, ``device``,
