@@ -108,3 +108,15 @@ def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(
     calls.clear()
     layer_similarity._train_and_record(args)
     assert calls == []
+
+
+def test_no_module_in_analyses_shadows_another_top_level_module():
+    """Run as a script, analyses/ is sys.path[0]: its files must not hide stdlib or installed modules."""
+    import pkgutil
+
+    folder = SCRIPT.parent
+    ours = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    elsewhere = {m.name for m in pkgutil.iter_modules()
+                 if Path(getattr(m.module_finder, "path", "")) != folder}
+    assert "rsa" in elsewhere  # python-rsa is installed: why RSA lives in analyses/rdms.py
+    assert not ours & (set(sys.stdlib_module_names) | elsewhere)
