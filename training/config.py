@@ -19,8 +19,12 @@ Presets (see :data:`PRESETS`):
     steps (10 at evaluation), 15 queries per class, meta-gradients clipped to
     [-10, 10], 60000 steps.
 ``quick``
-    CPU-sized: 20-way 1-shot on the two small background archives (242 characters),
-    so Lake's benchmark (evaluation alphabets) stays clean; dense checkpoints.
+    CPU-sized (about 5 minutes on 2 cores): 20-way 1-shot on the two small background
+    archives (242 characters: 172 train / 35 val / 35 test), so Lake's benchmark
+    (evaluation alphabets) stays clean; meta-batch 4, 1 inner step in meta-training
+    (5 at evaluation), Adam 3e-3 (of ten CPU-sized variants tried for 230 s each, the
+    one that learned fastest), 750 steps, checkpoints at 0, 1, 2, 5, 10, 20, then every
+    50 steps.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -190,8 +194,8 @@ PRESETS = {
     "quick": dict(
         archives=SMALL_ARCHIVES, n_train=172, n_val=35, n_test=35, rotate=True,
         n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=4, inner_steps=1,
-        inner_steps_eval=5, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=1e-3,
-        steps=1000, checkpoint_every=100, val_every=250, val_tasks=100, test_tasks=600,
+        inner_steps_eval=5, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=3e-3,
+        steps=750, checkpoint_every=50, val_every=250, val_tasks=100, test_tasks=600,
         lake_eval=True),
 }
 

@@ -128,7 +128,12 @@ def final_evaluation(model, samplers, config, log=print) -> dict:
             log(f"test: {config.n_way}-way {config.k_shot}-shot accuracy {t['mean']:.2f} +- "
                 f"{t['ci95']:.2f} % over {t['n_tasks']} held-out tasks "
                 f"({config.inner_steps_eval} inner steps); chance {100 / config.n_way:.1f} %")
-    if config.lake_eval:
+    if config.lake_eval and (config.n_way, config.k_shot) != (20, 1):
+        result["lake"] = {"skipped": f"Lake's runs are 20-way 1-shot; this run is "
+                                     f"{config.n_way}-way {config.k_shot}-shot"}
+        if log:
+            log(f"Lake et al. benchmark skipped: {result['lake']['skipped']}")
+    elif config.lake_eval:
         acc = evaluate_tasks(model, lake_episodes(lake_runs(config)), config)
         result["lake"] = {**summarize(acc), "per_run": [round(float(a) * 100, 2)
                                                         for a in acc[:, -1]]}
