@@ -99,3 +99,17 @@ def test_unknown_method_and_mismatched_inputs_raise(record):
     r = rdms(record["head"])
     with pytest.raises(AnalysisError, match="identical"):
         rdm_dissimilarity(r.sel(checkpoint=[0]), r.sel(checkpoint=[1000]))
+
+
+def test_exported_rdms_work_with_rsatoolbox_selection_and_comparison(record):
+    import rsatoolbox
+
+    r = rdms(record["encoder.conv2"], "euclidean")
+    obj = to_rsatoolbox(r)
+    task1 = obj.subset("task", 1)
+    assert task1.n_rdm == 2 * 3 and set(task1.rdm_descriptors["task"]) == {1}
+    sims = rsatoolbox.rdm.compare(task1, task1, method="spearman")
+    ours = rdm_matrix(r.sel(task=[1]))
+    np.testing.assert_allclose(1 - sims, ours.values, atol=1e-12)
+    obj.sort_by(label="alpha")  # in place; the pattern descriptors travel with the RDMs
+    assert list(obj.pattern_descriptors["label"]) == sorted(record["label"].values.tolist())
