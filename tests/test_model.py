@@ -11,6 +11,15 @@ from training.model import ConvBlock, build_model
 from training.norm import BatchNormNoScale
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: these small convolutions run fastest so, above all on a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _block_shapes(model, x):
     shapes = []
     for name in ("conv1", "conv2", "conv3", "conv4"):

@@ -16,10 +16,18 @@ from .config import PRESETS, MAMLConfig, get_preset
 from .errors import DataError, TrainingError
 from .evaluate import evaluate_tasks, summarize
 from .inner import adapt, adapted_parameter_names
-from .maml import train
 from .meta import meta_step
 from .model import build_model
 
 __all__ = ["MAMLConfig", "PRESETS", "get_preset", "build_model", "adapt",
            "adapted_parameter_names", "meta_step", "train", "load_run", "load_meta_parameters",
            "load_checkpoint", "evaluate_tasks", "summarize", "TrainingError", "DataError"]
+
+
+def __getattr__(name):
+    # imported lazily so that ``python -m training.maml`` does not import it twice
+    if name == "train":
+        from .maml import train
+
+        return train
+    raise AttributeError(f"module 'training' has no attribute {name!r}")

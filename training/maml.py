@@ -32,7 +32,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional, get_args
+from typing import get_args
 
 import torch
 
@@ -179,8 +179,18 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     if resuming:
         config = _check_same_run(load_run(out)[0], config)
     device = _device(config)
+    threads_before = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(config, out, resuming, device, log, on_step)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(config, out, resuming, device, log, on_step):
+    from tqdm import tqdm
+
     samplers = task_samplers(config)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
