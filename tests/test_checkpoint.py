@@ -174,3 +174,39 @@ def test_cli_writes_a_run(tmp_path, data_root, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--adapt-layers" in capsys.readouterr().out
+
+
+def test_sigkill_and_resume_equals_uninterrupted(tmp_path, data_root):
+    """A real ``kill -9`` of ``python -m training.maml``, then ``--resume``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    args = ["--preset", "quick", "--data", str(data_root), "--steps", "14", "--n-way", "5",
+            "--meta-batch", "1", "--inner-steps", "1", "--inner-steps-eval", "1",
+            "--checkpoint-every", "7", "--state-every", "1", "--val-every", "0",
+            "--test-tasks", "1", "--no-lake-eval", "--no-progress", "--threads", "1"]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "training.maml", "--out",
+                             str(tmp_path / "killed"), *args], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = tmp_path / "killed" / "checkpoints" / "step_00000002.pt"
+    deadline = time.time() + 120
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert main(["--out", str(tmp_path / "killed"), "--resume", *args]) == 0
+    assert main(["--out", str(tmp_path / "whole"), *args]) == 0
+    a, b = load_run(tmp_path / "killed")[1], load_run(tmp_path / "whole")[1]
+    assert list(a) == list(b) == [0, 1, 2, 5, 7, 14]
+    for step in a:
+        _assert_same_state(load_checkpoint(a[step]), load_checkpoint(b[step]))
+    for kind in ("train",):
+        assert _lines(tmp_path / "killed" / "metrics.jsonl", kind) == \
+            _lines(tmp_path / "whole" / "metrics.jsonl", kind)

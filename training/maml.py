@@ -277,7 +277,9 @@ def _parser() -> argparse.ArgumentParser:
                         "run's configuration).")
     p.add_argument("--out", required=True, help="Run folder to write.")
     p.add_argument("--resume", action="store_true",
-                   help="Continue the run in --out from its newest saved state.")
+                   help="Continue the run in --out from its newest saved state (a folder "
+                        "without a run starts a new one). Options other than --steps, "
+                        "--device, --data, --threads and --progress must match the run.")
     p.add_argument("--overwrite", action="store_true",
                    help="Delete the run in --out and start again from step 0.")
     for f in dataclasses.fields(MAMLConfig):
