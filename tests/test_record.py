@@ -68,6 +68,8 @@ def test_values_equal_a_manual_forward_on_the_probe_set(tiny_run, recorded, data
     test = task_samplers(config)["test"]
     tasks = analysis_tasks(test.images, test.image_ids, config.n_way, 3)
     probe_x = torch.as_tensor(test.images[tasks[0].classes, 1])  # second drawing of task 0
+    assert recorded["image_id"].values.tolist() == test.image_ids[tasks[0].classes, 1].tolist()
+    assert recorded["image_id"].values[0].count("/") == 2  # Alphabet/characterNN/drawer
     model = load_meta_parameters(build_model(config), saved[2])
     with torch.no_grad():
         np.testing.assert_array_equal(recorded["head"].sel(checkpoint=2, task=1, inner_step=0).values,

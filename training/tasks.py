@@ -6,6 +6,8 @@ tasks ``seed + 2``; episode ``i`` of a sampler is a pure function of ``(seed, i)
 ``s*meta_batch .. s*meta_batch + meta_batch - 1``, which makes resumed runs exact.
 Validation and test tasks are held out, unrotated, and the same at every validation.
 """
+import numpy as np
+
 from .data.episodes import EpisodeSampler
 from .errors import DataError
 
@@ -30,14 +32,18 @@ def _omniglot_images(config):
             "characters.") from exc
     parts = split_characters(chars, config.n_train, config.n_val, config.n_test,
                              seed=config.seed)
-    return {name: chars.images[idx] for name, idx in parts.items()}
+    return {name: (chars.images[idx], chars.image_ids[idx]) for name, idx in parts.items()}
 
 
 def _miniimagenet_images(config):
     from .data.miniimagenet import load_miniimagenet
 
-    return {split: load_miniimagenet(config.data, split, config.image_size)[0]
-            for split in ("train", "val", "test")}
+    out = {}
+    for split in ("train", "val", "test"):
+        images, names = load_miniimagenet(config.data, split, config.image_size)
+        ids = np.array([[f"{name}/{j:04d}" for j in range(images.shape[1])] for name in names])
+        out[split] = (images, ids)
+    return out
 
 
 def task_samplers(config) -> dict:
@@ -51,18 +57,22 @@ def task_samplers(config) -> dict:
     (172, 35, 35)
     >>> tuple(s["train"].batch(0, 4)[0].support_x.shape)
     (20, 1, 28, 28)
+    >>> s["test"].image_ids.shape  # "Alphabet/characterNN/drawer" of every image
+    (35, 20)
     """
     if config.dataset == "omniglot":
         images = _omniglot_images(config)
     else:
         images = _miniimagenet_images(config)
     return {
-        "train": EpisodeSampler(images["train"], config.n_way, config.k_shot, config.n_query,
-                                rotate=config.rotate, seed=config.seed),
-        "val": EpisodeSampler(images["val"], config.n_way, config.k_shot, config.n_query_eval,
-                              rotate=False, seed=config.seed + 1),
-        "test": EpisodeSampler(images["test"], config.n_way, config.k_shot,
-                               config.n_query_eval, rotate=False, seed=config.seed + 2),
+        "train": EpisodeSampler(images["train"][0], config.n_way, config.k_shot, config.n_query,
+                                rotate=config.rotate, seed=config.seed,
+                                image_ids=images["train"][1]),
+        "val": EpisodeSampler(images["val"][0], config.n_way, config.k_shot, config.n_query_eval,
+                              rotate=False, seed=config.seed + 1, image_ids=images["val"][1]),
+        "test": EpisodeSampler(images["test"][0], config.n_way, config.k_shot,
+                               config.n_query_eval, rotate=False, seed=config.seed + 2,
+                               image_ids=images["test"][1]),
     }
 
 
