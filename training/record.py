@@ -75,6 +75,7 @@ class RecordConfig:
     device: str = "cpu"
     data: Optional[str] = None
     progress: bool = True
+    threads: Optional[int] = 1
 
     def __post_init__(self):
         self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
@@ -256,7 +257,8 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
     probe_set = _probe_set(images, image_ids, tasks[rec.probe_task], rec.probe_index)
     eval_episodes = [test.episode(i) for i in range(rec.eval_tasks)]
     # What decides the values; not which checkpoints, nor where or how visibly they ran.
-    settings = {k: v for k, v in asdict(rec).items() if k not in ("checkpoints", "device", "progress")}
+    settings = {k: v for k, v in asdict(rec).items()
+                if k not in ("checkpoints", "device", "progress", "threads")}
     run_config = {"kind": "maml", "run": config.to_dict(), "record": settings,
                   "probe_set": {"task": rec.probe_task, "index": rec.probe_index,
                                 "image_ids": probe_set[2]}}
@@ -267,6 +269,8 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
             f"in {out}); {rec.tasks} tasks x inner steps {list(rec.inner_steps)}, "
             f"{rec.eval_tasks} eval tasks")
     device = torch.device(rec.device)
+    if rec.threads is not None:
+        torch.set_num_threads(rec.threads)
     model = build_model(config).to(device)
     probe = make_probe(model, rec)
     bar = todo
@@ -309,6 +313,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", action="store_true", help="zlib-compress the netCDF files.")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device (default: cpu).")
     p.add_argument("--data", default=None, help="Data folder (default: the run's, else $REPSCOPE_DATA).")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1; small convolutions gain little from more, "
+                        "and oversubscribed cores slow them down many times; 0: torch's default).")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     return p
 
@@ -323,7 +330,8 @@ def main(argv=None) -> int:
                            probe_index=args.probe_index,
                            layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
                            dtype=args.dtype, compress=args.compress, device=args.device,
-                           data=args.data, progress=not args.no_progress)
+                           data=args.data, progress=not args.no_progress,
+                           threads=args.threads or None)
         out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr))
     except ValueError as exc:
         print(f"error: cannot read --inner-steps {args.inner_steps!r}: {exc}", file=sys.stderr)

@@ -45,6 +45,8 @@ from .model import Conv4
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
 MNIST_MODES = ("auto", "full", "offline")
+#: Settings that change how a run executes, not its results.
+RUNTIME_FIELDS = ("device", "progress", "threads", "data")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
 
 
@@ -79,6 +81,8 @@ class SupervisedConfig:
     reduce: str = _f("none", "Reduction of recorded conv maps: 'none' or 'spatial_mean'.")
     dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
     device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
+    threads: int = _f(1, "torch CPU threads (0: torch's default). Small convolutions gain little "
+                      "from more, and oversubscribed cores slow them down many times.")
     progress: bool = _f(True, "Show a progress bar.")
 
     def __post_init__(self):
@@ -93,6 +97,10 @@ class SupervisedConfig:
     def recording_steps(self) -> list[int]:
         """Training steps at which the probe images are recorded."""
         return sorted(set(range(0, self.steps + 1, self.record_every)) | {self.steps})
+
+
+def _results_fields(config: SupervisedConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS}
 
 
 def load_data(config: SupervisedConfig) -> dict:
@@ -158,6 +166,8 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
         and ``accuracy_by_step`` on the probe images.
     """
     device = torch.device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = Conv4(n_way=10).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -169,7 +179,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
                   dtype=config.dtype)
     done = set(existing_checkpoints(out / "activations"))
     record_at = config.recording_steps()
-    run_config = {"kind": "supervised", **dataclasses.asdict(config), "data_meta": data["meta"]}
+    run_config = {"kind": "supervised", **_results_fields(config), "data_meta": data["meta"]}
     accuracy_by_step = {}
     steps = range(config.steps + 1)
     if config.progress:
@@ -242,7 +252,8 @@ def main(argv=None) -> int:
             if args.overwrite:
                 for f in (out / "activations").glob("*.nc"):
                     f.unlink()
-            elif json.loads(cfg_file.read_text()) != dataclasses.asdict(config):
+            elif {k: v for k, v in json.loads(cfg_file.read_text()).items()
+                  if k not in RUNTIME_FIELDS} != _results_fields(config):
                 raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
                                     "choose another --out or pass --overwrite.")
         out.mkdir(parents=True, exist_ok=True)
