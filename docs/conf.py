@@ -78,6 +78,9 @@ napoleon_type_aliases = {
     "nn.Module": "torch.nn.Module",
     "Figure": "matplotlib.figure.Figure",
     "RDMs": "rsatoolbox.rdm.RDMs",
+    # "bool, default False": napoleon would make False a py:obj reference.
+    "True": "``True``",
+    "False": "``False``",
 }
 
 # -- intersphinx: links out where a network exists ---------------------------------------
