@@ -146,20 +146,28 @@ def _import_path(dotted: str):
     return None
 
 
+_DOCUMENTED: dict = {}
+
+
 def _documented(env) -> dict:
-    """``id(python object) -> (documented full name, objtype)``, built once per build."""
-    cache = getattr(env, "_repscope_documented", None)
-    if cache is None:
+    """``id(python object) -> (documented full name, objtype)`` for this process's build.
+
+    Kept in this module, not on ``env``: object ids mean nothing in a later process that
+    reuses a pickled environment.
+    """
+    objects = env.get_domain("py").objects
+    key = (id(env), len(objects))
+    if key not in _DOCUMENTED:
         cache = {}
-        objects = env.get_domain("py").objects
         for name, entry in sorted(objects.items(), key=lambda kv: kv[1].aliased):
             if name.split(".")[0] not in OWN or entry.objtype in ("data", "attribute"):
                 continue  # constants share identities (small ints, strings): never guessed
             obj = _import_path(name)
             if obj is not None:
                 cache.setdefault(id(obj), (name, entry.objtype))
-        env._repscope_documented = cache
-    return cache
+        _DOCUMENTED.clear()
+        _DOCUMENTED[key] = cache
+    return _DOCUMENTED[key]
 
 
 def _resolve_own(app, env, node, contnode):
