@@ -31,7 +31,7 @@ from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import RDMs, calc_rdm
 from rsatoolbox.rdm import compare as _rsa_compare
 
-from analyses._labels import STIMULUS, _missing, _other_dims, _paired, _to_batch, _unit_dim
+from analyses._labels import STIMULUS, _missing, _paired, _to_batch, _unit_dim
 from analyses.errors import AnalysisError
 
 __all__ = ["RDM_METHODS", "rdms", "to_rsatoolbox", "from_rsatoolbox", "rdm_dissimilarity",

@@ -33,3 +33,15 @@ def _data_root() -> Path:
 def data_root() -> Path:
     """The real data folder, laid out like ``../shared/data``."""
     return _data_root()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test: these small convolutions run fastest so, and two
+    threads on a busy 2-core machine made single tests many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

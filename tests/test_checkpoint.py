@@ -12,14 +12,6 @@ from training.maml import main, train
 from training.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these small convolutions run fastest so, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class _Killed(Exception):
     pass

@@ -12,14 +12,6 @@ from training.meta import meta_step
 from training.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these small convolutions run fastest so, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _tasks(n_tasks, n_way, k_shot, n_query, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -4,21 +4,12 @@ Mini-ImageNet itself is not on this machine; a tiny folder with the same layout 
 splits and an images/ folder) checks the path from --data to a trained checkpoint.
 """
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from training.checkpoint import load_checkpoint, load_run
 from training.config import get_preset
 from training.maml import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _fake_miniimagenet(root, n_classes=5, per_class=2):

@@ -2,8 +2,6 @@
 import json
 
 import numpy as np
-import pytest
-import torch
 
 from training.checkpoint import load_meta_parameters, load_run
 from training.config import get_preset
@@ -12,14 +10,6 @@ from training.maml import train
 from training.model import build_model
 from training.tasks import task_samplers
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these small convolutions run fastest so, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_short_run_on_real_omniglot_improves_heldout_accuracy(tmp_path, data_root):

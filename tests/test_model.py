@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -10,14 +9,6 @@ from training.config import get_preset
 from training.model import ConvBlock, build_model
 from training.norm import BatchNormNoScale
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: these small convolutions run fastest so, above all on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _block_shapes(model, x):

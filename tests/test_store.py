@@ -9,7 +9,6 @@ import torch
 import xarray as xr
 from torch import nn
 
-import probes.store
 from probes import (Probe, ProbeError, existing_checkpoints, open_run, validate,
                     write_checkpoint)
 

@@ -171,8 +171,6 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     dict
         The final evaluation (also written to ``out/evaluation.json``).
     """
-    from tqdm import tqdm
-
     out = Path(out)
     log = log or (lambda *_: None)
     resuming = _prepare_folder(out, resume, overwrite)
