@@ -199,8 +199,9 @@ class Probe:
         ----------
         checkpoint, task, inner_step : int
             Where in training and adaptation these activations come from.
-        labels : sequence of int or 1-D tensor
-            Class label of each stimulus, in the order the stimuli go through the model.
+        labels : sequence of int or torch.Tensor
+            Class label of each stimulus (a 1-D tensor is accepted), in the order the
+            stimuli go through the model.
         image_ids : sequence of str
             Source image identifier of each stimulus.
         role : str or sequence of str
@@ -290,8 +291,9 @@ class Probe:
 
         Parameters
         ----------
-        config : dict, dataclass, JSON str or None
-            The resolved run config, stored as one JSON string in ``attrs["config"]``.
+        config : dict, str or None
+            The resolved run config (a dict, a dataclass instance or a JSON string),
+            stored as one JSON string in ``attrs["config"]``.
         clear : bool
             Forget the recorded cells afterwards, so that a recorder holds at most one
             checkpoint's activations at a time.

@@ -119,7 +119,9 @@ def adapt(model, support_x, support_y, config, steps=None, track_higher_grads=Fa
 
     Yields
     ------
-    (int, torch.nn.Module)
+    tuple
+        ``(step, fmodel)``: the number of inner steps taken (int) and the adapted
+        network (a ``higher`` patched copy of ``model``).
 
     Examples
     --------
