@@ -35,8 +35,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+import xarray as xr
 
 from probes import Probe, existing_checkpoints, write_checkpoint
+from probes.store import checkpoint_path
 
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
@@ -82,9 +84,8 @@ class RecordConfig:
         self.layers = tuple(self.layers)
         if not self.inner_steps or self.inner_steps[0] < 0:
             raise TrainingError(f"inner_steps must be non-negative integers, got {list(self.inner_steps)}")
-        for name in ("tasks",):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tasks < 1:
+            raise TrainingError(f"tasks must be >= 1, got {self.tasks}")
         if self.eval_tasks < 0:
             raise TrainingError(f"eval_tasks must be >= 0, got {self.eval_tasks}")
         if not 0 <= self.probe_task < self.tasks:
@@ -218,10 +219,6 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
 
 
 def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
-    import xarray as xr
-
-    from probes.store import checkpoint_path
-
     with xr.open_dataset(checkpoint_path(out, step)) as existing:
         stored = json.loads(existing.attrs.get("config", "{}"))
     wanted = json.loads(json.dumps(run_config))

@@ -187,12 +187,16 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
         steps = tqdm(steps, desc="supervised MNIST", unit="step", file=sys.stderr)
     for step in steps:
         if step in record_at:
-            acc = _accuracy(model, probe_x, probe_y)
+            with torch.no_grad():
+                if step in done:
+                    logits = model(probe_x)
+                else:
+                    with probe.recording(checkpoint=step, labels=probe_y,
+                                         image_ids=data["probe_ids"], role="probe"):
+                        logits = model(probe_x)
+            acc = (logits.argmax(1) == probe_y).double().mean().item()
             accuracy_by_step[step] = acc
             if step not in done:
-                with torch.no_grad(), probe.recording(checkpoint=step, labels=probe_y,
-                                                      image_ids=data["probe_ids"], role="probe"):
-                    model(probe_x)
                 ds = probe.to_dataset(config=run_config, clear=True)
                 ds["accuracy"] = (("checkpoint", "task", "inner_step"), np.full((1, 1, 1), acc),
                                   {"role": "metric", "long_name": "accuracy on the probe images"})
