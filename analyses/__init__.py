@@ -13,22 +13,22 @@ The public API:
   :func:`redraw`: the pipeline behind ``python analyses/layer_similarity.py``;
 * :class:`AnalysisError`, the one exception class.
 
-Figure computations live in :mod:`analyses.figure_data`, plots in
-:mod:`analyses.plots`, findings in :mod:`analyses.findings`.
+Figure computations live in :mod:`repscope.analyses.figure_data`, plots in
+:mod:`repscope.analyses.plots`, findings in :mod:`repscope.analyses.findings`.
 
 Examples
 --------
 >>> import numpy as np, xarray as xr
 >>> x = xr.DataArray(np.random.default_rng(0).normal(size=(6, 4)), dims=("stimulus", "unit_fc"))
->>> float(compare(x, 2 * x, "cka_linear")), float(compare(x, 2 * x, "rsa"))
+>>> round(float(compare(x, 2 * x, "cka_linear")), 6), round(float(compare(x, 2 * x, "rsa")), 6)
 (1.0, 0.0)
 """
-from analyses.cka import cka, cka_matrix, hsic
-from analyses.errors import AnalysisError
-from analyses.measures import MEASURES, compare, compare_all, get_measure
-from analyses.pipeline import AnalysisConfig, analyse_maml, analyse_supervised, redraw
-from analyses.rdms import from_rsatoolbox, rdm_dissimilarity, rdms, to_rsatoolbox
-from analyses.uncertainty import bootstrap_ci, mean_band
+from repscope.analyses.cka import cka, cka_matrix, hsic
+from repscope.analyses.errors import AnalysisError
+from repscope.analyses.measures import MEASURES, compare, compare_all, get_measure
+from repscope.analyses.pipeline import AnalysisConfig, analyse_maml, analyse_supervised, redraw
+from repscope.analyses.rdms import from_rsatoolbox, rdm_dissimilarity, rdms, to_rsatoolbox
+from repscope.analyses.uncertainty import bootstrap_ci, mean_band
 
 __all__ = [
     "AnalysisError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from analyses.errors import AnalysisError
+from repscope.analyses.errors import AnalysisError
 
 STIMULUS = "stimulus"
 UNIT_PREFIX = "unit_"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analyses.errors import AnalysisError
+from repscope.analyses.errors import AnalysisError
 
 __all__ = ["KERNELS", "BANDWIDTHS", "cka", "cka_features", "cka_matrix", "hsic", "gram"]
 
@@ -224,7 +224,7 @@ def cka(x, y, kernel: str = "linear", *, debiased: bool = False,
     --------
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(50, 8))
-    >>> float(cka(x, 3 * x))
+    >>> round(float(cka(x, 3 * x)), 12)
     1.0
     >>> q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     >>> round(float(cka(x, x @ q, "rbf")), 6)

@@ -1,8 +1,8 @@
-"""The one exception class of :mod:`analyses`."""
+"""The one exception class of :mod:`repscope.analyses`."""
 
 
 class AnalysisError(Exception):
-    """Raised for every user-facing failure in :mod:`analyses`.
+    """Raised for every user-facing failure in :mod:`repscope.analyses`.
 
     The message says what was given, what is allowed, and where.
     """

@@ -2,7 +2,7 @@
 
 Every function takes an activation record (schema_version 1, see
 ``docs/dev/contracts.md``) and returns labelled xarray results; nothing is written.
-The scripts save these results as netCDF so the plots (:mod:`analyses.plots`) can be
+The scripts save these results as netCDF so the plots (:mod:`repscope.analyses.plots`) can be
 redrawn without recomputing.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from analyses.errors import AnalysisError
-from analyses.measures import compare, compare_all, get_measure
+from repscope.analyses.errors import AnalysisError
+from repscope.analyses.measures import compare, compare_all, get_measure
 
 __all__ = ["layer_names", "inner_loop_change", "meta_change", "training_change",
            "rdm_of_rdms", "default_selection", "accuracy_curves"]

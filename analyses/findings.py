@@ -1,6 +1,6 @@
 """Do our runs support the paper's claims F1-F3? Numbers with bootstrap CIs.
 
-All functions take saved figure results (:mod:`analyses.figure_data`) and return plain
+All functions take saved figure results (:mod:`repscope.analyses.figure_data`) and return plain
 dicts; :func:`findings_markdown` turns them into a short report. "Change" is the
 measure's dissimilarity: the RSA value itself, ``1 - CKA`` for CKA measures.
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from analyses.errors import AnalysisError
-from analyses.uncertainty import bootstrap_ci
+from repscope.analyses.errors import AnalysisError
+from repscope.analyses.uncertainty import bootstrap_ci
 
 __all__ = ["change", "finding_f1", "finding_f2", "finding_f3", "findings_markdown"]
 
@@ -32,7 +32,7 @@ def change(da: xr.DataArray) -> xr.DataArray:
 
     Examples
     --------
-    >>> float(change(xr.DataArray(0.9, attrs={"direction": "similarity"})))
+    >>> round(float(change(xr.DataArray(0.9, attrs={"direction": "similarity"}))), 12)
     0.1
     """
     direction = da.attrs.get("direction")
@@ -71,10 +71,10 @@ def finding_f1(inner: xr.DataArray | None, supervised: xr.DataArray | None = Non
     Parameters
     ----------
     inner : xarray.DataArray
-        One measure of :func:`analyses.figure_data.inner_loop_change` (layer,
+        One measure of :func:`repscope.analyses.figure_data.inner_loop_change` (layer,
         checkpoint, task[, inner_step]).
     supervised : xarray.DataArray, optional
-        The same measure of :func:`analyses.figure_data.training_change` (layer,
+        The same measure of :func:`repscope.analyses.figure_data.training_change` (layer,
         checkpoint).
     """
     if inner is None and supervised is None:
@@ -110,7 +110,7 @@ def finding_f2(inner: xr.DataArray, meta: xr.DataArray, n_boot: int = 2000, seed
     inner : xarray.DataArray
         As in :func:`finding_f1`.
     meta : xarray.DataArray
-        One measure of :func:`analyses.figure_data.meta_change` (layer, checkpoint,
+        One measure of :func:`repscope.analyses.figure_data.meta_change` (layer, checkpoint,
         task) with the ``previous`` coordinate.
     """
     ch_in = change(_last_step(inner))

@@ -4,12 +4,12 @@ Run ``python analyses/layer_similarity.py --help`` for every option.
 
 With no arguments this runs the quick end-to-end path on a fresh machine:
 
-1. ``python -m training.maml --preset quick --out runs/quick`` (skipped when
+1. ``python -m repscope.training.maml --preset quick --out runs/quick`` (skipped when
    ``runs/quick/checkpoints`` holds the last step; resumed with ``--resume`` when it
    holds earlier ones);
-2. ``python -m training.record --run runs/quick --checkpoints all --tasks 8
+2. ``python -m repscope.training.record --run runs/quick --checkpoints all --tasks 8
    --inner-steps 0,1,5,10 --eval-tasks 100`` (skipped when ``runs/quick/activations`` holds records);
-3. ``python -m training.supervised --out runs/mnist`` (skipped when its records and
+3. ``python -m repscope.training.supervised --out runs/mnist`` (skipped when its records and
    ``summary.json`` exist);
 4. the analysis: figures 1a, 1b, 3, 4, 5 of the MAML run and figure 2 of the MNIST
    control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
@@ -39,7 +39,7 @@ from pathlib import Path
 # Run as a script, sys.path[0] is analyses/; the package is imported absolutely. The
 # heavy modules (torch, rsatoolbox, matplotlib) are imported in main() after parsing,
 # so --help answers at once; tests check the option lists below against the registries.
-from analyses.errors import AnalysisError
+from repscope.analyses.errors import AnalysisError
 
 MEASURE_NAMES = ("rsa", "cka_linear", "cka_rbf", "cka_linear_debiased", "cka_rbf_debiased",
                  "cka_linear_minibatch")
@@ -103,7 +103,7 @@ def _activations(folder: Path) -> Path:
 
 
 def _open(folder: Path):
-    import probes
+    from repscope import probes
 
     try:
         return probes.open_run(_activations(folder))
@@ -165,12 +165,12 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
             print(f"[layer_similarity] skip training {name}: checkpoints exist in {out}", flush=True)
         else:
             resume = ["--resume"] if state == "partial" else []
-            _stage([sys.executable, "-m", "training.maml", "--preset", name, "--out", str(out)]
+            _stage([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out", str(out)]
                    + resume + data + dev, f"train {name}" + (" (resume)" if resume else ""))
         if _has(out / "activations", "checkpoint_*.nc"):
             print(f"[layer_similarity] skip recording {name}: {out / 'activations'} exists", flush=True)
         else:
-            _stage([sys.executable, "-m", "training.record", "--run", str(out)] + preset["record"] + data + dev,
+            _stage([sys.executable, "-m", "repscope.training.record", "--run", str(out)] + preset["record"] + data + dev,
                    f"record {name}")
         runs.append(out)
     mnist = args.runs_dir / "mnist"
@@ -178,7 +178,7 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
         print(f"[layer_similarity] skip supervised control: {mnist / 'activations'} exists", flush=True)
     else:  # a folder without summary.json was interrupted: start it again
         again = ["--overwrite"] if mnist.exists() else []
-        _stage([sys.executable, "-m", "training.supervised", "--out", str(mnist)] + again + data + dev,
+        _stage([sys.executable, "-m", "repscope.training.supervised", "--out", str(mnist)] + again + data + dev,
                "train the supervised MNIST control")
     return runs, mnist
 
@@ -186,9 +186,9 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
 def main(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     args = _parser().parse_args(argv)
-    from analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
+    from repscope.analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
                                    redraw, summarize)
-    from analyses.saving import save_text
+    from repscope.analyses.saving import save_text
 
     try:
         if args.redraw:

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 from sklearn.manifold import MDS
 
-from analyses.errors import AnalysisError
+from repscope.analyses.errors import AnalysisError
 
 __all__ = ["MDS_MODES", "mds_embedding"]
 
@@ -59,7 +59,7 @@ def mds_embedding(rdm: xr.DataArray, mode: str = "paper", seed: int = 0) -> xr.D
     ----------
     rdm : xarray.DataArray
         Dims (..., condition, condition_b), e.g. from
-        :func:`analyses.figure_data.rdm_of_rdms`; leading dims (``layer``) are
+        :func:`repscope.analyses.figure_data.rdm_of_rdms`; leading dims (``layer``) are
         embedded separately.
     mode : {"paper", "precomputed"}
     seed : int

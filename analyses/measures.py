@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from analyses._labels import STIMULUS, _missing, _other_dims, _paired, _to_batch, _unit_dim
-from analyses.cka import cka_features
-from analyses.errors import AnalysisError
-from analyses.rdms import PAIR, rdm_matrix, rdms, spearman_dissimilarity
+from repscope.analyses._labels import STIMULUS, _missing, _other_dims, _paired, _to_batch, _unit_dim
+from repscope.analyses.cka import cka_features
+from repscope.analyses.errors import AnalysisError
+from repscope.analyses.rdms import PAIR, rdm_matrix, rdms, spearman_dissimilarity
 
 __all__ = ["MEASURES", "Measure", "get_measure", "features", "compare", "compare_all"]
 
@@ -92,7 +92,7 @@ def get_measure(name: str) -> Measure:
     >>> get_measure("cka")
     Traceback (most recent call last):
     ...
-    analyses.errors.AnalysisError: Unknown measure 'cka'. Expected one of [...]; close matches: [...]
+    repscope.analyses.errors.AnalysisError: Unknown measure 'cka'. Expected one of [...]; close matches: [...]
     """
     if name not in MEASURES:
         close = difflib.get_close_matches(str(name), MEASURES, n=3, cutoff=0.4)

@@ -16,15 +16,15 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from analyses import figure_data as fd
-from analyses.errors import AnalysisError
-from analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
-from analyses.mds import MDS_MODES, mds_embedding
-from analyses.measures import get_measure
-from analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
+from repscope.analyses import figure_data as fd
+from repscope.analyses.errors import AnalysisError
+from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
+from repscope.analyses.mds import MDS_MODES, mds_embedding
+from repscope.analyses.measures import get_measure
+from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
                             plot_rdm_of_rdms, plot_training_change)
-from analyses.rdms import RDM_METHODS
-from analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.rdms import RDM_METHODS
+from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
            "choose_lag", "is_supervised", "is_miniimagenet"]
@@ -37,7 +37,7 @@ class AnalysisConfig:
     Attributes
     ----------
     measures : tuple of str
-        Measures for figures 1a, 1b and 2 (names of :data:`analyses.MEASURES`).
+        Measures for figures 1a, 1b and 2 (names of :data:`repscope.analyses.MEASURES`).
     primary : str
         Measure of the RDM of RDMs (figures 3, 5, 6) and of the findings.
     rdm_method : str
@@ -80,7 +80,7 @@ class AnalysisConfig:
             raise AnalysisError(f"Unknown mds_mode {self.mds_mode!r}. Expected one of {sorted(MDS_MODES)}")
 
     def options(self, measure: str) -> dict:
-        """Options passed to :func:`analyses.compare` for ``measure``."""
+        """Options passed to :func:`repscope.analyses.compare` for ``measure``."""
         if measure == "rsa":
             return {"rdm_method": self.rdm_method}
         return {"device": self.device} if self.device else {}

@@ -1,6 +1,6 @@
 """Plot saved figure results; every function returns a :class:`matplotlib.figure.Figure`.
 
-The inputs are the labelled results of :mod:`analyses.figure_data` (or the same
+The inputs are the labelled results of :mod:`repscope.analyses.figure_data` (or the same
 read back from netCDF); nothing here computes similarities or writes files. Figures
 are built on :class:`~matplotlib.figure.Figure` directly, without pyplot's global state.
 """
@@ -11,8 +11,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from analyses.errors import AnalysisError
-from analyses.uncertainty import mean_band
+from repscope.analyses.errors import AnalysisError
+from repscope.analyses.uncertainty import mean_band
 
 __all__ = ["plot_inner_loop_change", "plot_meta_change", "plot_training_change",
            "plot_rdm_of_rdms", "plot_accuracy"]
@@ -67,7 +67,7 @@ def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None) -> Fi
     Parameters
     ----------
     res : xarray.Dataset
-        From :func:`analyses.figure_data.inner_loop_change`, dims (layer, checkpoint,
+        From :func:`repscope.analyses.figure_data.inner_loop_change`, dims (layer, checkpoint,
         task[, inner_step]).
     inner_step : int, optional
         The "after" step when ``res`` holds several (default: the last).
@@ -97,7 +97,7 @@ def plot_meta_change(res: xr.Dataset, yscale: str = "symlog") -> Figure:
     Parameters
     ----------
     res : xarray.Dataset
-        From :func:`analyses.figure_data.meta_change`.
+        From :func:`repscope.analyses.figure_data.meta_change`.
     yscale : {"symlog", "log", "linear"}
     """
     if yscale not in ("symlog", "log", "linear"):
@@ -130,9 +130,9 @@ def plot_rdm_of_rdms(rdm: xr.DataArray, emb: xr.DataArray, title: str = "Fig. 3"
     Parameters
     ----------
     rdm : xarray.DataArray
-        (layer, condition, condition_b) from :func:`analyses.figure_data.rdm_of_rdms`.
+        (layer, condition, condition_b) from :func:`repscope.analyses.figure_data.rdm_of_rdms`.
     emb : xarray.DataArray
-        (layer, condition, mds_axis) from :func:`analyses.mds.mds_embedding`.
+        (layer, condition, mds_axis) from :func:`repscope.analyses.mds.mds_embedding`.
     """
     layers = rdm["layer"].values
     fig = Figure(figsize=(9, 4 * len(layers)), layout="constrained")

@@ -31,8 +31,8 @@ from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import RDMs, calc_rdm
 from rsatoolbox.rdm import compare as _rsa_compare
 
-from analyses._labels import STIMULUS, _missing, _paired, _to_batch, _unit_dim
-from analyses.errors import AnalysisError
+from repscope.analyses._labels import STIMULUS, _missing, _paired, _to_batch, _unit_dim
+from repscope.analyses.errors import AnalysisError
 
 __all__ = ["RDM_METHODS", "rdms", "to_rsatoolbox", "from_rsatoolbox", "rdm_dissimilarity",
            "rdm_matrix", "spearman_dissimilarity"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import xarray as xr
 from matplotlib.figure import Figure
 
-from analyses.errors import AnalysisError
+from repscope.analyses.errors import AnalysisError
 
 __all__ = ["save_netcdf", "load_netcdf", "save_figure", "save_text"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from analyses.errors import AnalysisError
+from repscope.analyses.errors import AnalysisError
 
 __all__ = ["mean_band", "bootstrap_ci"]
 

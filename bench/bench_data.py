@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from training.data import EpisodeSampler, load_lake_runs, load_mnist, load_omniglot
-from training.data.paths import data_root
+from repscope.training.data import EpisodeSampler, load_lake_runs, load_mnist, load_omniglot
+from repscope.training.data.paths import data_root
 
 
 def _best(fn, repeats):

@@ -17,10 +17,10 @@ import higher
 import torch
 import torch.nn.functional as F
 
-from training.config import get_preset
-from training.meta import episode_tensors, meta_step
-from training.model import build_model
-from training.tasks import task_samplers
+from repscope.training.config import get_preset
+from repscope.training.meta import episode_tensors, meta_step
+from repscope.training.model import build_model
+from repscope.training.tasks import task_samplers
 
 
 def bare_meta_step(model, meta_opt, tasks, lr=0.1, steps=5, k_shot=1):

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from probes import Probe, write_checkpoint
+from repscope.probes import Probe, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "head"]

@@ -23,7 +23,7 @@ import torch
 import xarray as xr
 from scipy.stats import spearmanr
 
-from analyses import cka, cka_matrix, compare_all
+from repscope.analyses import cka, cka_matrix, compare_all
 
 
 # --- the paper's formulas, plain numpy, one pair at a time -------------------------

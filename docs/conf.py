@@ -6,7 +6,7 @@ Build (strict, as CI does)::
 
 ``REPSCOPE_OFFLINE_DOCS=1`` turns intersphinx off (no network needed) and, only then,
 ignores unresolved references to *external* packages (torch, xarray, numpy, ...).
-References to our own ``probes``, ``training`` and ``analyses`` names are never ignored.
+References to our own ``repscope.*`` names are never ignored.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# repscope is imported as installed (pip install -e .), by its one import name.
 
 # -- Project -----------------------------------------------------------------------------
 project = "repscope"
@@ -99,7 +98,7 @@ intersphinx_timeout = 10
 
 # Packages whose names only intersphinx can resolve. Offline, references to them are
 # left as plain text instead of failing the nitpicky build. Our own packages are
-# deliberately absent: an unresolved probes./training./analyses. name is always an error.
+# deliberately absent: an unresolved repscope.* name is always an error.
 EXTERNAL = ("torch", "xarray", "xr", "numpy", "np", "scipy", "rsatoolbox", "matplotlib",
             "higher", "sklearn", "pandas", "PIL", "tqdm", "netCDF4", "argparse", "pathlib",
             "os", "typing", "collections", "contextlib", "dataclasses", "json", "zipfile",
@@ -118,13 +117,13 @@ if OFFLINE:
     nitpick_ignore_regex += [(r"std:term", r"(numpy:)?array[-_]like")]
 
 # -- Our own names, wherever they are documented ----------------------------------------
-# The packages re-export their public API (``probes.Probe`` is ``probes.probe.Probe``), so
+# The packages re-export their public API (``repscope.probes.Probe`` is ``repscope.probes.probe.Probe``), so
 # a docstring may name an object by any of its import paths (``:func:`open_run``` inside
-# ``probes.store``, ``:class:`DataError``` inside ``training.data.fetch``). Sphinx knows
+# ``repscope.probes.store``, ``:class:`DataError``` inside ``repscope.training.data.fetch``). Sphinx knows
 # each object under one documented name only; this resolver imports the name the
 # docstring used, finds the same Python object among the documented ones and links
 # there. A name that is not a documented object of ours stays a nitpicky error.
-OWN = ("probes", "training", "analyses")
+OWN = ("repscope",)
 
 
 def _import_path(dotted: str):
@@ -201,12 +200,12 @@ def _resolve_own(app, env, node, contnode):
             return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
                                        found[0], node, contnode)
     # A short name the docstring's module does not import (``:class:`MAMLConfig``` in
-    # ``training.checkpoint``): link it when exactly one documented object of the same
+    # ``repscope.training.checkpoint``): link it when exactly one documented object of the same
     # package has that name.
     if "." not in target:
-        package = module.split(".")[0]
+        package = ".".join(module.split(".")[:2])  # repscope.training, ...
         matches = [name for name, entry in domain.objects.items()
-                   if name.split(".")[0] == package and name.rsplit(".", 1)[-1] == target
+                   if name.startswith(package + ".") and name.rsplit(".", 1)[-1] == target
                    and not entry.aliased]
         if len(matches) == 1:
             return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"],

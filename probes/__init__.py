@@ -16,7 +16,7 @@ Wrap your own model in a few lines, here inside a ``higher`` inner loop:
 
 >>> import tempfile, torch, higher
 >>> from torch import nn
->>> import probes
+>>> from repscope import probes
 >>> net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2), nn.ReLU(), nn.Flatten(),
 ...                     nn.Linear(8 * 13 * 13, 5))
 >>> probe = probes.Probe(net, layers=["0", "3"], reduce="spatial_mean")

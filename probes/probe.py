@@ -88,7 +88,7 @@ class Probe:
     layers : None, str, list of str or callable, optional
         Which modules to record. ``None`` (default): the direct children of ``model``.
         A callable is called as ``predicate(path, module)``. Unknown paths raise
-        :class:`~probes.errors.ProbeError` listing the valid paths and close matches.
+        :class:`~repscope.probes.errors.ProbeError` listing the valid paths and close matches.
     reduce : {None, "none", "spatial_mean"} or dict, optional
         ``"spatial_mean"`` averages every output with more than 2 dims over its
         trailing (spatial) dims, leaving channels. A dict maps module paths to a

@@ -114,7 +114,7 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     --------
     >>> import tempfile, torch
     >>> from torch import nn
-    >>> from probes import Probe, open_run
+    >>> from repscope.probes import Probe, open_run
     >>> net = nn.Sequential(nn.Linear(3, 2))
     >>> probe = Probe(net)
     >>> with probe.recording(checkpoint=7, labels=[0, 1], image_ids=["a", "b"]):
@@ -198,7 +198,7 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> x
 
     >>> import tempfile, torch
     >>> from torch import nn
-    >>> from probes import Probe
+    >>> from repscope.probes import Probe
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
     >>> probe, folder = Probe(net), tempfile.mkdtemp()
     >>> for step in (0, 100, 200):

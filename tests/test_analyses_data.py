@@ -4,7 +4,7 @@ The "layers" are fixed random projections + ReLU of the pixels of the first MNIS
 test images. Each (checkpoint, task, inner_step) perturbs the projection weights:
 late layers are perturbed more than early ones, the inner loop does most of its change
 in step 1, and meta-training drifts slowly. Tests here check the records follow the
-schema (``probes.validate`` / ``probes.open_run``).
+schema (``repscope.probes.validate`` / ``repscope.probes.open_run``).
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def write_run(ds: xr.Dataset, folder: Path) -> Path:
 
 
 def test_record_follows_the_schema(data_root, tmp_path):
-    import probes
+    from repscope import probes
 
     ds = make_record(data_root)
     probes.validate(ds)
@@ -118,7 +118,7 @@ def test_record_follows_the_schema(data_root, tmp_path):
 
 
 def test_supervised_record_follows_the_schema(data_root):
-    import probes
+    from repscope import probes
 
     ds = probes.validate(make_supervised(data_root))
     assert ds.sizes["task"] == 1 and ds.sizes["inner_step"] == 1

@@ -1,7 +1,7 @@
 """Measure registry, error bars, MDS modes and findings against references."""
 import json
 
-import analyses.measures
+import repscope.analyses.measures
 
 import numpy as np
 import pytest
@@ -9,10 +9,10 @@ import xarray as xr
 from scipy.stats import sem
 from sklearn.manifold import MDS
 
-from analyses import AnalysisError, MEASURES, bootstrap_ci, compare, compare_all, get_measure, mean_band
-from analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
-from analyses.mds import _mds, mds_embedding
-from analyses.pipeline import choose_lag
+from repscope.analyses import AnalysisError, MEASURES, bootstrap_ci, compare, compare_all, get_measure, mean_band
+from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
+from repscope.analyses.mds import _mds, mds_embedding
+from repscope.analyses.pipeline import choose_lag
 from test_analyses_data import mnist
 
 
@@ -158,10 +158,10 @@ def test_large_inputs_are_reduced_a_slice_at_a_time(layers, monkeypatch):
     x = xr.concat([b + rng.normal(0, 0.1, b.shape) for _ in range(7)], "checkpoint").assign_coords(
         checkpoint=np.arange(7) * 100)
     full = {m: compare(x, b, m) for m in ("rsa", "cka_linear")}
-    monkeypatch.setattr(analyses.measures, "_CHUNK_BYTES", 2 * b.size * 8)
+    monkeypatch.setattr(repscope.analyses.measures, "_CHUNK_BYTES", 2 * b.size * 8)
     calls = []
-    real = analyses.measures.rdms
-    monkeypatch.setattr(analyses.measures, "rdms", lambda da, m: calls.append(da.sizes) or real(da, m))
+    real = repscope.analyses.measures.rdms
+    monkeypatch.setattr(repscope.analyses.measures, "rdms", lambda da, m: calls.append(da.sizes) or real(da, m))
     for m, ref in full.items():
         xr.testing.assert_allclose(compare(x, b, m), ref)
     assert len(calls) == 5  # 4 slices of x (2 checkpoints each at most) + b

@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from training.checkpoint import (checkpoint_path, load_checkpoint, load_meta_parameters,
+from repscope.training.checkpoint import (checkpoint_path, load_checkpoint, load_meta_parameters,
                                  load_run, save_checkpoint)
-from training.config import get_preset
-from training.errors import TrainingError
-from training.maml import main, train
-from training.model import build_model
+from repscope.training.config import get_preset
+from repscope.training.errors import TrainingError
+from repscope.training.maml import main, train
+from repscope.training.model import build_model
 
 
 
@@ -169,7 +169,7 @@ def test_cli_writes_a_run(tmp_path, data_root, capsys):
 
 
 def test_sigkill_and_resume_equals_uninterrupted(tmp_path, data_root):
-    """A real ``kill -9`` of ``python -m training.maml``, then ``--resume``."""
+    """A real ``kill -9`` of ``python -m repscope.training.maml``, then ``--resume``."""
     import os
     import signal
     import subprocess
@@ -183,7 +183,7 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path, data_root):
             "--test-tasks", "1", "--no-lake-eval", "--no-progress", "--threads", "1"]
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "training.maml", "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "repscope.training.maml", "--out",
                              str(tmp_path / "killed"), *args], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = tmp_path / "killed" / "checkpoints" / "step_00000002.pt"

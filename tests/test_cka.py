@@ -5,7 +5,7 @@ import torch
 import xarray as xr
 from scipy.stats import ortho_group
 
-from analyses import AnalysisError, cka, cka_matrix, compare, hsic
+from repscope.analyses import AnalysisError, cka, cka_matrix, compare, hsic
 from test_analyses_data import mnist
 
 

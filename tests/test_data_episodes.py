@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.data import EpisodeSampler, load_omniglot, split_characters
-from training.errors import DataError
+from repscope.training.data import EpisodeSampler, load_omniglot, split_characters
+from repscope.training.errors import DataError
 
 
 @pytest.fixture(scope="module")

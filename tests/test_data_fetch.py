@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import load_mnist, load_omniglot
-from training.data.fetch import download, file_digest, safe_extract, verify
-from training.errors import DataError
+from repscope.training.data import load_mnist, load_omniglot
+from repscope.training.data.fetch import download, file_digest, safe_extract, verify
+from repscope.training.errors import DataError
 
 SMALL1 = "images_background_small1.zip"
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import load_lake_runs
-from training.data.fetch import safe_extract
-from training.errors import DataError
+from repscope.training.data import load_lake_runs
+from repscope.training.data.fetch import safe_extract
+from repscope.training.errors import DataError
 
 
 @pytest.fixture(scope="module")

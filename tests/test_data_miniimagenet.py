@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import EpisodeSampler, load_miniimagenet
-from training.errors import DataError
+from repscope.training.data import EpisodeSampler, load_miniimagenet
+from repscope.training.errors import DataError
 
 COLOURS = {"n01532829": (200, 30, 30), "n01558993": (30, 200, 30), "n01704323": (30, 30, 200),
            "n01749939": (200, 200, 30), "n02110063": (90, 90, 90), "n02111277": (250, 250, 250)}

@@ -6,9 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-from training.data import OfflineDataWarning, load_mnist, mnist_offline_split
-from training.data.mnist import read_idx
-from training.errors import DataError
+from repscope.training.data import OfflineDataWarning, load_mnist, mnist_offline_split
+from repscope.training.data.mnist import read_idx
+from repscope.training.errors import DataError
 
 COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

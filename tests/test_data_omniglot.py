@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import load_omniglot
-from training.data.fetch import safe_extract
-from training.data.omniglot import read_archive
-from training.errors import DataError
+from repscope.training.data import load_omniglot
+from repscope.training.data.fetch import safe_extract
+from repscope.training.data.omniglot import read_archive
+from repscope.training.errors import DataError
 
 SMALL = ("images_background_small1", "images_background_small2")
 

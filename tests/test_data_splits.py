@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from training.data import OmniglotCharacters, load_omniglot, split_characters
-from training.errors import DataError
+from repscope.training.data import OmniglotCharacters, load_omniglot, split_characters
+from repscope.training.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -21,56 +21,56 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
-PACKAGES = ("probes", "training", "analyses")
+PACKAGES = ("repscope.probes", "repscope.training", "repscope.analyses")
 GUIDES = ("wrapping.rst", "data_format.rst")
 
 # Public functions and classes whose docstring has no ``Examples`` section yet. The
 # issue asks for a runnable example on every one; this list may only shrink (a new
 # public name without an example fails ``test_public_api_has_runnable_examples``).
 KNOWN_WITHOUT_EXAMPLES = frozenset({
-    "analyses.figure_data.accuracy_curves",
-    "analyses.figure_data.inner_loop_change",
-    "analyses.figure_data.meta_change",
-    "analyses.figure_data.rdm_of_rdms",
-    "analyses.figure_data.training_change",
-    "analyses.findings.finding_f1",
-    "analyses.findings.finding_f2",
-    "analyses.findings.finding_f3",
-    "analyses.layer_similarity.main",
-    "analyses.measures.Measure",
-    "analyses.pipeline.AnalysisConfig",
-    "analyses.pipeline.analyse_maml",
-    "analyses.pipeline.analyse_supervised",
-    "analyses.pipeline.is_supervised",
-    "analyses.pipeline.redraw",
-    "analyses.pipeline.summarize",
-    "analyses.plots.plot_accuracy",
-    "analyses.plots.plot_meta_change",
-    "analyses.plots.plot_rdm_of_rdms",
-    "analyses.plots.plot_training_change",
-    "analyses.saving.load_netcdf",
-    "analyses.saving.save_figure",
-    "analyses.saving.save_text",
-    "probes.probe.Recording",
-    "training.checkpoint.atomic_write_text",
-    "training.checkpoint.latest_resumable",
-    "training.checkpoint.load_checkpoint",
-    "training.checkpoint.load_meta_parameters",
-    "training.checkpoint.rng_state",
-    "training.checkpoint.set_rng_state",
-    "training.data.episodes.Episode",
-    "training.data.lake.LakeRun",
-    "training.data.omniglot.read_archive",
-    "training.data.sources.Known",
-    "training.data.sources.locate",
-    "training.maml.main",
-    "training.maml.train",
-    "training.record.main",
-    "training.record.record_run",
-    "training.supervised.load_data",
-    "training.supervised.main",
-    "training.supervised.train_and_record",
-    "training.tasks.lake_runs",
+    "repscope.analyses.figure_data.accuracy_curves",
+    "repscope.analyses.figure_data.inner_loop_change",
+    "repscope.analyses.figure_data.meta_change",
+    "repscope.analyses.figure_data.rdm_of_rdms",
+    "repscope.analyses.figure_data.training_change",
+    "repscope.analyses.findings.finding_f1",
+    "repscope.analyses.findings.finding_f2",
+    "repscope.analyses.findings.finding_f3",
+    "repscope.analyses.layer_similarity.main",
+    "repscope.analyses.measures.Measure",
+    "repscope.analyses.pipeline.AnalysisConfig",
+    "repscope.analyses.pipeline.analyse_maml",
+    "repscope.analyses.pipeline.analyse_supervised",
+    "repscope.analyses.pipeline.is_supervised",
+    "repscope.analyses.pipeline.redraw",
+    "repscope.analyses.pipeline.summarize",
+    "repscope.analyses.plots.plot_accuracy",
+    "repscope.analyses.plots.plot_meta_change",
+    "repscope.analyses.plots.plot_rdm_of_rdms",
+    "repscope.analyses.plots.plot_training_change",
+    "repscope.analyses.saving.load_netcdf",
+    "repscope.analyses.saving.save_figure",
+    "repscope.analyses.saving.save_text",
+    "repscope.probes.probe.Recording",
+    "repscope.training.checkpoint.atomic_write_text",
+    "repscope.training.checkpoint.latest_resumable",
+    "repscope.training.checkpoint.load_checkpoint",
+    "repscope.training.checkpoint.load_meta_parameters",
+    "repscope.training.checkpoint.rng_state",
+    "repscope.training.checkpoint.set_rng_state",
+    "repscope.training.data.episodes.Episode",
+    "repscope.training.data.lake.LakeRun",
+    "repscope.training.data.omniglot.read_archive",
+    "repscope.training.data.sources.Known",
+    "repscope.training.data.sources.locate",
+    "repscope.training.maml.main",
+    "repscope.training.maml.train",
+    "repscope.training.record.main",
+    "repscope.training.record.record_run",
+    "repscope.training.supervised.load_data",
+    "repscope.training.supervised.main",
+    "repscope.training.supervised.train_and_record",
+    "repscope.training.tasks.lake_runs",
 })
 
 
@@ -109,6 +109,7 @@ def _inventory(path: Path) -> dict[str, str]:
 
 def _modules():
     """Every importable public module of our packages (no ``_private`` ones, no conftest)."""
+    yield importlib.import_module("repscope")
     for pkg in PACKAGES:
         package = importlib.import_module(pkg)
         yield package
@@ -152,7 +153,7 @@ def test_every_public_name_is_documented(html):
     inventory = _inventory(html / "objects.inv")
     documented = {}
     for name, role in inventory.items():
-        if role.startswith("py:") and name.split(".")[0] in PACKAGES and role != "py:module":
+        if role.startswith("py:") and name.split(".")[0] == "repscope" and role != "py:module":
             try:
                 documented.setdefault(id(_resolve(name)), []).append(name)
             except (ImportError, AttributeError):  # dataclass fields, instance attributes
@@ -188,8 +189,8 @@ def test_own_references_are_never_ignored_and_offline_switch_works(monkeypatch):
         return any(re.fullmatch(r, role) and re.fullmatch(t, target)
                    for r, t in ns["nitpick_ignore_regex"])
 
-    for target in ("probes.Probe", "training.config.MAMLConfig", "analyses.compare",
-                   "analyses.rdms.rdms", "probes.schema.SCHEMA_VERSION"):
+    for target in ("repscope.probes.Probe", "repscope.training.config.MAMLConfig", "repscope.analyses.compare",
+                   "repscope.analyses.rdms.rdms", "repscope.probes.schema.SCHEMA_VERSION"):
         for ns in (offline, online):
             for role in ("py:class", "py:func", "py:data", "py:obj", "py:mod"):
                 assert not ignored(ns, role, target), (role, target)

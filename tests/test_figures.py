@@ -5,13 +5,13 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-import analyses.measures
-from analyses import AnalysisConfig, analyse_maml, analyse_supervised, redraw
-from analyses import figure_data as fd
-from analyses.mds import mds_embedding
-from analyses.pipeline import draw
-from analyses.plots import plot_meta_change
-from analyses.saving import load_netcdf
+import repscope.analyses.measures
+from repscope.analyses import AnalysisConfig, analyse_maml, analyse_supervised, redraw
+from repscope.analyses import figure_data as fd
+from repscope.analyses.mds import mds_embedding
+from repscope.analyses.pipeline import draw
+from repscope.analyses.plots import plot_meta_change
+from repscope.analyses.saving import load_netcdf
 from test_analyses_data import make_record, make_supervised
 
 
@@ -58,8 +58,8 @@ def test_saved_results_reload_identically_and_redraw_without_recomputing(saved, 
     def forbidden(*a, **k):
         raise AssertionError("redraw recomputed similarities")
 
-    monkeypatch.setattr(analyses.measures, "compare", forbidden)
-    monkeypatch.setattr(analyses.measures, "compare_all", forbidden)
+    monkeypatch.setattr(repscope.analyses.measures, "compare", forbidden)
+    monkeypatch.setattr(repscope.analyses.measures, "compare_all", forbidden)
     monkeypatch.setattr(fd, "compare", forbidden)
     monkeypatch.setattr(fd, "compare_all", forbidden)
     for f in (out / "quick").glob("*.png"):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from analyses import layer_similarity
-from analyses.saving import load_netcdf
+from repscope.analyses import layer_similarity
+from repscope.analyses.saving import load_netcdf
 from test_analyses_data import make_record, make_supervised, write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py"
@@ -69,9 +69,9 @@ def test_script_help_runs_from_a_plain_python_call():
 
 
 def test_option_lists_match_the_registries():
-    from analyses.measures import MEASURES
-    from analyses.mds import MDS_MODES
-    from analyses.rdms import RDM_METHODS
+    from repscope.analyses.measures import MEASURES
+    from repscope.analyses.mds import MDS_MODES
+    from repscope.analyses.rdms import RDM_METHODS
 
     assert set(layer_similarity.MEASURE_NAMES) == set(MEASURES)
     assert set(layer_similarity.RDM_METHOD_NAMES) == set(RDM_METHODS)
@@ -85,11 +85,11 @@ def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(
     args = layer_similarity._parser().parse_args(["--runs-dir", str(tmp_path)])
     runs, mnist = layer_similarity._train_and_record(args)
     assert runs == [tmp_path / "quick"] and mnist == tmp_path / "mnist"
-    assert calls[0] == ["-m", "training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
+    assert calls[0] == ["-m", "repscope.training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
                         "--data", "/data"]
-    assert calls[1][:4] == ["-m", "training.record", "--run", str(tmp_path / "quick")]
+    assert calls[1][:4] == ["-m", "repscope.training.record", "--run", str(tmp_path / "quick")]
     assert "--inner-steps" in calls[1] and calls[1][-2:] == ["--data", "/data"]
-    assert calls[2] == ["-m", "training.supervised", "--out", str(tmp_path / "mnist"), "--data", "/data"]
+    assert calls[2] == ["-m", "repscope.training.supervised", "--out", str(tmp_path / "mnist"), "--data", "/data"]
     # interrupted training resumes; finished stages are skipped
     ck = tmp_path / "quick" / "checkpoints"
     ck.mkdir(parents=True)
@@ -102,7 +102,7 @@ def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(
     (tmp_path / "mnist" / "summary.json").write_text("{}")
     calls.clear()
     layer_similarity._train_and_record(args)
-    assert calls == [["-m", "training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
+    assert calls == [["-m", "repscope.training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
                       "--resume", "--data", "/data"]]
     (ck / "step_00001000.pt").write_bytes(b"")
     calls.clear()

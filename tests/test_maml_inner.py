@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from training.config import get_preset
-from training.errors import TrainingError
-from training.inner import adapt, adapted_parameter_names, task_loss
-from training.meta import meta_step
-from training.model import build_model
+from repscope.training.config import get_preset
+from repscope.training.errors import TrainingError
+from repscope.training.inner import adapt, adapted_parameter_names, task_loss
+from repscope.training.meta import meta_step
+from repscope.training.model import build_model
 
 
 

@@ -6,9 +6,9 @@ splits and an images/ folder) checks the path from --data to a trained checkpoin
 import numpy as np
 from PIL import Image
 
-from training.checkpoint import load_checkpoint, load_run
-from training.config import get_preset
-from training.maml import main
+from repscope.training.checkpoint import load_checkpoint, load_run
+from repscope.training.config import get_preset
+from repscope.training.maml import main
 
 
 

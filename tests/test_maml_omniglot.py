@@ -3,12 +3,12 @@ import json
 
 import numpy as np
 
-from training.checkpoint import load_meta_parameters, load_run
-from training.config import get_preset
-from training.evaluate import evaluate_tasks
-from training.maml import train
-from training.model import build_model
-from training.tasks import task_samplers
+from repscope.training.checkpoint import load_meta_parameters, load_run
+from repscope.training.config import get_preset
+from repscope.training.evaluate import evaluate_tasks
+from repscope.training.maml import train
+from repscope.training.model import build_model
+from repscope.training.tasks import task_samplers
 
 
 

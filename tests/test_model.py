@@ -5,9 +5,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.config import get_preset
-from training.model import ConvBlock, build_model
-from training.norm import BatchNormNoScale
+from repscope.training.config import get_preset
+from repscope.training.model import ConvBlock, build_model
+from repscope.training.norm import BatchNormNoScale
 
 
 

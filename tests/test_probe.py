@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probes import Probe, ProbeError
+from repscope.probes import Probe, ProbeError
 
 IDS = [f"img{i}" for i in range(6)]
 LABELS = [0, 1, 2, 0, 1, 2]

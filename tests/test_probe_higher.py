@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from probes import Probe, ProbeError
+from repscope.probes import Probe, ProbeError
 
 LAYERS = ["body.0", "body.1", "body", "head"]
 

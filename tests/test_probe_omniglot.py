@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 from torch.func import functional_call
 
-from probes import Probe, open_run, write_checkpoint
+from repscope.probes import Probe, open_run, write_checkpoint
 
 ALPHABET = "images_background_small1/Latin/"
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "head"]

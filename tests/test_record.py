@@ -6,15 +6,15 @@ import pytest
 import torch
 import xarray as xr
 
-import probes
-from training.checkpoint import load_meta_parameters, load_run
-from training.config import get_preset
-from training.errors import TrainingError
-from training.inner import adapt
-from training.maml import train
-from training.model import build_model
-from training.record import RecordConfig, analysis_tasks, main, record_run, select_checkpoints
-from training.tasks import task_samplers
+from repscope import probes
+from repscope.training.checkpoint import load_meta_parameters, load_run
+from repscope.training.config import get_preset
+from repscope.training.errors import TrainingError
+from repscope.training.inner import adapt
+from repscope.training.maml import train
+from repscope.training.model import build_model
+from repscope.training.record import RecordConfig, analysis_tasks, main, record_run, select_checkpoints
+from repscope.training.tasks import task_samplers
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import xarray as xr
 from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 
-from analyses import AnalysisError, from_rsatoolbox, rdm_dissimilarity, rdms, to_rsatoolbox
-from analyses.rdms import rdm_matrix
+from repscope.analyses import AnalysisError, from_rsatoolbox, rdm_dissimilarity, rdms, to_rsatoolbox
+from repscope.analyses.rdms import rdm_matrix
 from test_analyses_data import make_record, mnist
 
 

@@ -9,7 +9,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from probes import (Probe, ProbeError, existing_checkpoints, open_run, validate,
+from repscope.probes import (Probe, ProbeError, existing_checkpoints, open_run, validate,
                     write_checkpoint)
 
 N = 8

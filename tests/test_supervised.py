@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import probes
-from training.errors import TrainingError
-from training.supervised import SupervisedConfig, load_data, main, train_and_record
+from repscope import probes
+from repscope.training.errors import TrainingError
+from repscope.training.supervised import SupervisedConfig, load_data, main, train_and_record
 
 
 @pytest.fixture(scope="module")

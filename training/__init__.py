@@ -6,7 +6,7 @@ Public API
 - :func:`build_model`: the conv4 network a configuration describes.
 - :func:`adapt`: the inner loop, yielding ``(step, fmodel)`` for step 0..steps.
 - :func:`meta_step`: one meta-update over a batch of tasks.
-- :func:`train`: a whole run, written to a run folder (``python -m training.maml``).
+- :func:`train`: a whole run, written to a run folder (``python -m repscope.training.maml``).
 - :func:`load_run`, :func:`load_meta_parameters`, :func:`load_checkpoint`: read a run.
 - :func:`evaluate_tasks`, :func:`summarize`: held-out accuracy.
 - :class:`TrainingError`, :class:`DataError`.
@@ -25,7 +25,7 @@ __all__ = ["MAMLConfig", "PRESETS", "get_preset", "build_model", "adapt",
 
 
 def __getattr__(name):
-    # imported lazily so that ``python -m training.maml`` does not import it twice
+    # imported lazily so that ``python -m repscope.training.maml`` does not import it twice
     if name == "train":
         from .maml import train
 

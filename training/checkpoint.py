@@ -4,7 +4,7 @@ A checkpoint is a dict saved with :func:`torch.save` and read back with
 ``torch.load(..., weights_only=True)``:
 
 ``format`` (``"repscope.maml.checkpoint"``), ``format_version`` (1), ``step`` (meta-updates
-done), ``config`` (the resolved :class:`~training.config.MAMLConfig` as a dict),
+done), ``config`` (the resolved :class:`~repscope.training.config.MAMLConfig` as a dict),
 ``model`` (the meta-parameters' ``state_dict``), ``optimizer`` (the meta-optimiser's
 ``state_dict``), ``rng`` (torch, CUDA, Python and NumPy generator states) and
 ``versions``.
@@ -111,8 +111,8 @@ def save_checkpoint(path, *, step: int, config: MAMLConfig, model, optimizer) ->
     Examples
     --------
     >>> import tempfile, torch
-    >>> from training.config import get_preset
-    >>> from training.model import build_model
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
     >>> cfg = get_preset("quick")
     >>> net = build_model(cfg)
     >>> opt = torch.optim.Adam(net.parameters())
@@ -187,13 +187,13 @@ def load_run(run_dir):
     ...     load_run(d)
     Traceback (most recent call last):
     ...
-    training.errors.TrainingError: No run at '...': config.json is missing ...
+    repscope.training.errors.TrainingError: No run at '...': config.json is missing ...
     """
     run_dir = Path(run_dir)
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
         raise TrainingError(f"No run at {str(run_dir)!r}: config.json is missing (expected a "
-                            "folder written by python -m training.maml)")
+                            "folder written by python -m repscope.training.maml)")
     try:
         config = MAMLConfig.from_dict(json.loads(cfg_file.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:

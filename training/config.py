@@ -1,7 +1,7 @@
 """Run configuration of MAML training: one dataclass and named presets.
 
 Every field carries its own help text (``field(metadata={"help": ...})``), from which
-``python -m training.maml --help`` is generated, so the command line documents every
+``python -m repscope.training.maml --help`` is generated, so the command line documents every
 option. The resolved configuration is stored with every artefact of a run
 (``config.json``, each checkpoint, ``metrics.jsonl`` headers).
 
@@ -210,7 +210,7 @@ def get_preset(name: str, **overrides) -> MAMLConfig:
     >>> get_preset("nope")
     Traceback (most recent call last):
     ...
-    training.errors.TrainingError: Unknown preset 'nope'. Expected one of [...]
+    repscope.training.errors.TrainingError: Unknown preset 'nope'. Expected one of [...]
     """
     if name not in PRESETS:
         raise TrainingError(f"Unknown preset {name!r}. Expected one of {sorted(PRESETS)}")

@@ -1,8 +1,8 @@
-"""Exception classes of :mod:`training`."""
+"""Exception classes of :mod:`repscope.training`."""
 
 
 class TrainingError(Exception):
-    """Raised for every user-facing failure in :mod:`training`.
+    """Raised for every user-facing failure in :mod:`repscope.training`.
 
     The message says what was given, what is allowed, and where.
     """

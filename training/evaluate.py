@@ -52,8 +52,8 @@ def evaluate_tasks(model, episodes, config, steps=None) -> np.ndarray:
     Examples
     --------
     >>> import torch
-    >>> from training.config import get_preset
-    >>> from training.model import build_model
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
     >>> cfg = get_preset("quick", n_way=3)
     >>> ep = SimpleNamespace(support_x=torch.rand(3, 1, 28, 28), support_y=torch.arange(3),
     ...                      query_x=torch.rand(3, 1, 28, 28), query_y=torch.arange(3))
@@ -79,7 +79,7 @@ def summarize(accuracy) -> dict:
     Examples
     --------
     >>> summarize(np.array([[0.1, 0.5], [0.2, 1.0]]))
-    {'mean': 75.0, 'ci95': 34.65, 'n_tasks': 2, 'per_step_mean': [15.0, 75.0]}
+    {'mean': 75.0, 'ci95': 34.6482, 'n_tasks': 2, 'per_step_mean': [15.0, 75.0]}
     """
     acc = np.asarray(accuracy, dtype=np.float64)
     final = acc[:, -1] * 100

@@ -58,8 +58,8 @@ def adapted_parameter_names(model, config) -> list:
 
     Examples
     --------
-    >>> from training.config import get_preset
-    >>> from training.model import build_model
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
     >>> net = build_model(get_preset("quick"))
     >>> adapted_parameter_names(net, get_preset("quick", adapt_layers="freeze:3"))
     ['conv4.conv.weight', 'conv4.conv.bias', 'head.weight', 'head.bias']
@@ -126,8 +126,8 @@ def adapt(model, support_x, support_y, config, steps=None, track_higher_grads=Fa
     Examples
     --------
     >>> import torch
-    >>> from training.config import get_preset
-    >>> from training.model import build_model
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
     >>> cfg = get_preset("quick", n_way=5)
     >>> _ = torch.manual_seed(0)
     >>> net, x, y = build_model(cfg), torch.randn(5, 1, 28, 28), torch.arange(5)

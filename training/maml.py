@@ -1,6 +1,6 @@
-"""Meta-train the conv4 network with MAML: ``python -m training.maml --preset NAME --out DIR``.
+"""Meta-train the conv4 network with MAML: ``python -m repscope.training.maml --preset NAME --out DIR``.
 
-A run folder holds ``config.json`` (the resolved :class:`~training.config.MAMLConfig`),
+A run folder holds ``config.json`` (the resolved :class:`~repscope.training.config.MAMLConfig`),
 ``checkpoints/step_XXXXXXXX.pt`` (meta-parameters, optimiser and RNG state at step 0,
 early log-spaced steps, every ``checkpoint_every`` steps and the last step),
 ``state.pt`` (the latest resumable state, every ``state_every`` steps),
@@ -263,7 +263,7 @@ def _parse_value(kind, optional):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m training.maml",
+        prog="python -m repscope.training.maml",
         description="Meta-train the conv4 network of Finn et al. (2017) with MAML (via "
                     "higher) and write a run folder: config.json, checkpoints/, "
                     "metrics.jsonl, evaluation.json. Presets: " + ", ".join(sorted(PRESETS))

@@ -1,6 +1,6 @@
 """One MAML meta-update over a batch of tasks (compute only; writes nothing).
 
-For each task the inner loop (:func:`training.inner.adapt`) adapts on the support set
+For each task the inner loop (:func:`repscope.training.inner.adapt`) adapts on the support set
 and the query loss of the adapted network is back-propagated into the
 meta-parameters, task by task (so each task's graph is freed before the next).
 
@@ -72,8 +72,8 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
     --------
     >>> import torch
     >>> from types import SimpleNamespace
-    >>> from training.config import get_preset
-    >>> from training.model import build_model
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
     >>> cfg = get_preset("quick", n_way=3, meta_batch=2, inner_steps=1)
     >>> _ = torch.manual_seed(0)
     >>> net = build_model(cfg)

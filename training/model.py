@@ -148,9 +148,9 @@ def build_model(config) -> Conv4:
     Parameters
     ----------
     config : MAMLConfig or dict
-        A :class:`training.config.MAMLConfig` or the dict stored in a run's
+        A :class:`repscope.training.config.MAMLConfig` or the dict stored in a run's
         ``config.json``. Weights come from the current torch RNG state; seed it
-        first, or load meta-parameters with :func:`training.load_meta_parameters`.
+        first, or load meta-parameters with :func:`repscope.training.load_meta_parameters`.
 
     Returns
     -------
@@ -158,7 +158,7 @@ def build_model(config) -> Conv4:
 
     Examples
     --------
-    >>> from training.config import get_preset
+    >>> from repscope.training.config import get_preset
     >>> net = build_model(get_preset("miniimagenet-5way-1shot"))
     >>> net.head.in_features
     800

@@ -1,9 +1,9 @@
-"""Record a MAML run's representations: ``python -m training.record``.
+"""Record a MAML run's representations: ``python -m repscope.training.record``.
 
-For every selected checkpoint of a run folder (written by ``python -m training.maml``),
+For every selected checkpoint of a run folder (written by ``python -m repscope.training.maml``),
 and for ``P`` analysis tasks from held-out characters, the meta-parameters are adapted
 on each task's own support set and the representations of a shared *probe set* are
-recorded with :class:`probes.Probe` after the requested inner steps. As in the paper's
+recorded with :class:`repscope.probes.Probe` after the requested inner steps. As in the paper's
 code (see ``docs/dev/contracts.md`` and the user guide):
 
 * analysis tasks come from the run's held-out (test) classes, without rotation or label
@@ -21,7 +21,7 @@ code (see ``docs/dev/contracts.md`` and the user guide):
 
 One netCDF file per checkpoint goes to ``<run>/activations/`` (written atomically);
 checkpoints already there are skipped, so an interrupted recording resumes where it
-stopped. ``probes.open_run(<run>/activations)`` opens the result as one Dataset.
+stopped. ``repscope.probes.open_run(<run>/activations)`` opens the result as one Dataset.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from probes import Probe, existing_checkpoints, write_checkpoint
-from probes.store import checkpoint_path
+from repscope.probes import Probe, existing_checkpoints, write_checkpoint
+from repscope.probes.store import checkpoint_path
 
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
@@ -113,7 +113,7 @@ def select_checkpoints(spec: str, available: Sequence[int]) -> list[int]:
     >>> select_checkpoints("7", avail)
     Traceback (most recent call last):
     ...
-    training.errors.TrainingError: Checkpoints [7] are not in the run; saved steps: [0, 1, 2, 5, 100, 200, 300]
+    repscope.training.errors.TrainingError: Checkpoints [7] are not in the run; saved steps: [0, 1, 2, 5, 100, 200, 300]
     """
     available = sorted(available)
     text = str(spec).strip()
@@ -180,7 +180,7 @@ def _probe_set(images, image_ids, task, index: int):
 
 
 def make_probe(model, rec: RecordConfig) -> Probe:
-    """The :class:`probes.Probe` that ``rec`` asks for, on ``model``."""
+    """The :class:`repscope.probes.Probe` that ``rec`` asks for, on ``model``."""
     return Probe(model, layers=list(rec.layers), dtype=rec.dtype,
                  reduce=None if rec.reduce == "none" else rec.reduce)
 
@@ -286,10 +286,10 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
 def _parser() -> argparse.ArgumentParser:
     d = RecordConfig()
     p = argparse.ArgumentParser(
-        prog="python -m training.record",
+        prog="python -m repscope.training.record",
         description="Probe a MAML run's checkpoints: adapt the meta-parameters on analysis "
                     "tasks and record the probe set's layer outputs after chosen inner steps.")
-    p.add_argument("--run", required=True, help="Run folder written by python -m training.maml.")
+    p.add_argument("--run", required=True, help="Run folder written by python -m repscope.training.maml.")
     p.add_argument("--out", default=None, help="Activations folder (default: RUN/activations).")
     p.add_argument("--checkpoints", default=d.checkpoints,
                    help="'all', 'every:K', 'START:STOP:STEP' (inclusive) or a list '0,100,200' "

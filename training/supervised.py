@@ -1,9 +1,9 @@
-"""The supervised MNIST control of the paper's Figure 2: ``python -m training.supervised``.
+"""The supervised MNIST control of the paper's Figure 2: ``python -m repscope.training.supervised``.
 
 The conv4 network of Finn et al. (Omniglot variant: 28x28 input, 64 filters, stride 2,
 batch norm on batch statistics, spatial mean) with a 10-way head is trained from random
 weights with Adam (lr 1e-4, batch 100, 200 steps, as the paper), and the first 100 MNIST
-test images are recorded with :class:`probes.Probe` at step 0 and every 5 steps. The
+test images are recorded with :class:`repscope.probes.Probe` at step 0 and every 5 steps. The
 record has the layout of a MAML recording (``docs/dev/contracts.md``) with
 ``checkpoint`` = training step, one task (0) and ``inner_step`` 0, so the same analyses
 apply.
@@ -16,7 +16,7 @@ output and in every file's metadata.
 
 Outputs in ``--out``: ``config.json``, ``metrics.jsonl`` (loss per step, accuracy at
 every recording), ``summary.json`` (final accuracy, data mode), and ``activations/`` (one
-netCDF file per recorded step, opened with :func:`probes.open_run`).
+netCDF file per recorded step, opened with :func:`repscope.probes.open_run`).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from probes import Probe, existing_checkpoints, write_checkpoint
+from repscope.probes import Probe, existing_checkpoints, write_checkpoint
 
 from .checkpoint import atomic_write_text
 from .data.mnist import load_mnist, mnist_offline_split
@@ -226,7 +226,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m training.supervised",
+        prog="python -m repscope.training.supervised",
         description="Train the conv4 network on MNIST from random weights and record the "
                     "first 100 test images every few steps (the paper's Figure 2 control).")
     p.add_argument("--out", required=True, help="Run folder to write (e.g. runs/mnist).")
@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Command line entry: ``python -m training.supervised --out runs/mnist``."""
+    """Command line entry: ``python -m repscope.training.supervised --out runs/mnist``."""
     args = _parser().parse_args(argv)
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SupervisedConfig)}
     try:

@@ -2,7 +2,7 @@
 
 Seeds: meta-training episodes use ``config.seed``, validation tasks ``seed + 1`` and test
 tasks ``seed + 2``; episode ``i`` of a sampler is a pure function of ``(seed, i)`` (see
-:mod:`training.data.episodes`), and meta-step ``s`` uses episodes
+:mod:`repscope.training.data.episodes`), and meta-step ``s`` uses episodes
 ``s*meta_batch .. s*meta_batch + meta_batch - 1``, which makes resumed runs exact.
 Validation and test tasks are held out, unrotated, and the same at every validation.
 """
@@ -51,7 +51,7 @@ def task_samplers(config) -> dict:
 
     Examples
     --------
-    >>> from training.config import get_preset
+    >>> from repscope.training.config import get_preset
     >>> s = task_samplers(get_preset("quick", data=str(DATA)))
     >>> s["train"].images.shape[0], s["val"].images.shape[0], s["test"].images.shape[0]
     (172, 35, 35)

@@ -2,7 +2,7 @@
 
 Everything here either completes or leaves nothing behind: downloads and extractions go
 to a temporary name next to the target and are renamed into place only after every check
-passed. Failures raise :class:`~training.errors.DataError` naming the file or URL, what
+passed. Failures raise :class:`~repscope.training.errors.DataError` naming the file or URL, what
 was expected and what was found.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from training.errors import DataError
+from repscope.training.errors import DataError
 
 __all__ = ["download", "verify", "safe_extract", "file_digest", "atomic_path", "open_zip",
            "check_zip"]
@@ -87,7 +87,7 @@ def verify(path: str | os.PathLike, *, sha256: str | None = None, md5: str | Non
     ...     verify(f.name, size=4)
     Traceback (most recent call last):
     ...
-    training.errors.DataError: Size mismatch for '...': expected 4 bytes, found 3 ...
+    repscope.training.errors.DataError: Size mismatch for '...': expected 4 bytes, found 3 ...
     """
     path = Path(path)
     if not path.is_file():
@@ -179,7 +179,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     >>> download((d / "src.bin").as_uri(), d / "bad.bin", md5="0" * 32)
     Traceback (most recent call last):
     ...
-    training.errors.DataError: Download of 'file://...src.bin' to '...bad.bin' failed: Checksum mismatch ...
+    repscope.training.errors.DataError: Download of 'file://...src.bin' to '...bad.bin' failed: Checksum mismatch ...
     >>> (d / "bad.bin").exists()
     False
     """
@@ -221,7 +221,7 @@ def open_zip(path: str | os.PathLike) -> zipfile.ZipFile:
     ...     open_zip(f.name)
     Traceback (most recent call last):
     ...
-    training.errors.DataError: Cannot read zip archive '....zip': ... Expected an intact zip file...
+    repscope.training.errors.DataError: Cannot read zip archive '....zip': ... Expected an intact zip file...
     """
     try:
         return zipfile.ZipFile(path)
@@ -309,7 +309,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     >>> safe_extract(d / "evil.zip", d / "out2")
     Traceback (most recent call last):
     ...
-    training.errors.DataError: Refusing to extract '...evil.zip': member '../evil.txt' has a '..' component ...
+    repscope.training.errors.DataError: Refusing to extract '...evil.zip': member '../evil.txt' has a '..' component ...
     >>> sorted(p.name for p in d.iterdir())
     ['a.zip', 'evil.zip', 'out']
     """

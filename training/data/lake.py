@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.data.fetch import check_zip, member_problem, open_zip
-from training.data.preprocess import RESAMPLE_MODES, decode_png, preprocess_omniglot
-from training.data.sources import OMNIGLOT_FILES, locate
-from training.errors import DataError
+from repscope.training.data.fetch import check_zip, member_problem, open_zip
+from repscope.training.data.preprocess import RESAMPLE_MODES, decode_png, preprocess_omniglot
+from repscope.training.data.sources import OMNIGLOT_FILES, locate
+from repscope.training.errors import DataError
 
 __all__ = ["LakeRun", "load_lake_runs"]
 
@@ -67,11 +67,11 @@ def load_lake_runs(root=None, download: bool = True, *, resample: str = "lanczos
     download : bool
         Download ``all_runs.zip`` (sha256-checked) when not found.
     resample : {"lanczos", "finn"}
-        As for :func:`~training.data.omniglot.load_omniglot`.
+        As for :func:`~repscope.training.data.omniglot.load_omniglot`.
     size : int
         Output side length.
     base_url : str, optional
-        Download source, see :func:`~training.data.sources.base_url`.
+        Download source, see :func:`~repscope.training.data.sources.base_url`.
 
     Returns
     -------

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from training.data.paths import data_root
-from training.errors import DataError
+from repscope.training.data.paths import data_root
+from repscope.training.errors import DataError
 
 __all__ = ["load_miniimagenet", "MINIIMAGENET_SPLITS"]
 

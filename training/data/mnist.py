@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.sources import MNIST_FILES, locate
-from training.errors import DataError
+from repscope.training.data.sources import MNIST_FILES, locate
+from repscope.training.errors import DataError
 
 __all__ = ["read_idx", "load_mnist", "mnist_offline_split", "OfflineDataWarning",
            "MNIST_SPLITS"]
@@ -98,12 +98,12 @@ def load_mnist(root=None, split: str = "test", download: bool = True, *,
     Parameters
     ----------
     root : path-like, optional
-        Data folder with ``mnist/``; see :func:`~training.data.paths.data_root`.
+        Data folder with ``mnist/``; see :func:`~repscope.training.data.paths.data_root`.
     split : {"train", "test"}
     download : bool
         Download missing files (``<name>.gz``) and check them.
     base_url : str, optional
-        Download source, see :func:`~training.data.sources.base_url`.
+        Download source, see :func:`~repscope.training.data.sources.base_url`.
 
     Returns
     -------

@@ -3,7 +3,7 @@
 Archives (``images_background``, ``images_evaluation``, ``images_background_small1``,
 ``images_background_small2``) are read straight from the zip or from an extracted
 folder ``omniglot/<archive>/<Alphabet>/characterNN/<drawer>.png``; missing archives are
-downloaded (see :mod:`training.data.sources`). A character that appears in several
+downloaded (see :mod:`repscope.training.data.sources`). A character that appears in several
 archives (small1 and small2 share Greek and Latin) counts once, keyed
 ``Alphabet/characterNN``.
 
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data.fetch import atomic_path, check_zip, file_digest, member_problem, open_zip
-from training.data.paths import cache_dir
-from training.data.preprocess import decode_png, preprocess_omniglot, RESAMPLE_MODES
-from training.data.sources import OMNIGLOT_FILES, locate
-from training.errors import DataError
+from repscope.training.data.fetch import atomic_path, check_zip, file_digest, member_problem, open_zip
+from repscope.training.data.paths import cache_dir
+from repscope.training.data.preprocess import decode_png, preprocess_omniglot, RESAMPLE_MODES
+from repscope.training.data.sources import OMNIGLOT_FILES, locate
+from repscope.training.errors import DataError
 
 __all__ = ["OmniglotCharacters", "load_omniglot", "read_archive", "ARCHIVES",
            "BACKGROUND_ARCHIVES", "EVALUATION_ARCHIVES", "PRESETS"]
@@ -306,7 +306,7 @@ def load_omniglot(root=None, archives=("images_background_small1",
     ----------
     root : path-like, optional
         Data folder (``omniglot/<archive>.zip`` or ``omniglot/<archive>/``); default
-        ``$REPSCOPE_DATA``, else the download cache. See :func:`~training.data.paths.data_root`.
+        ``$REPSCOPE_DATA``, else the download cache. See :func:`~repscope.training.data.paths.data_root`.
     archives : tuple of str or str
         Archive names from :data:`ARCHIVES` (one name or a tuple), or a preset: ``"small"`` (small1 + small2,
         242 characters), ``"background"`` (964), ``"evaluation"`` (659), ``"all"``.
@@ -314,7 +314,7 @@ def load_omniglot(root=None, archives=("images_background_small1",
     download : bool
         Download archives not found locally (checked against known checksums).
     resample : {"lanczos", "finn"}
-        See :mod:`training.data.preprocess`.
+        See :mod:`repscope.training.data.preprocess`.
     size : int
         Output side length (28 in MAML).
     cache : bool or path-like

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from training.errors import DataError
+from repscope.training.errors import DataError
 
 __all__ = ["data_root", "cache_dir", "download_dir"]
 
@@ -87,7 +87,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     >>> data_root("/no/such/folder")
     Traceback (most recent call last):
     ...
-    training.errors.DataError: Data folder '/no/such/folder' (from the root argument) does not exist. ...
+    repscope.training.errors.DataError: Data folder '/no/such/folder' (from the root argument) does not exist. ...
     """
     if root is not None:
         path, origin = Path(root).expanduser(), "the root argument"

@@ -20,7 +20,7 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from training.errors import DataError
+from repscope.training.errors import DataError
 
 __all__ = ["RESAMPLE_MODES", "preprocess_omniglot", "decode_png"]
 
@@ -35,7 +35,7 @@ def decode_png(data: bytes, where: str) -> Image.Image:
     >>> decode_png(b"not a png", "x.png")
     Traceback (most recent call last):
     ...
-    training.errors.DataError: Cannot decode image 'x.png': ...
+    repscope.training.errors.DataError: Cannot decode image 'x.png': ...
     """
     try:
         image = Image.open(io.BytesIO(data))

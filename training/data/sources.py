@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from training.data.fetch import download, verify
-from training.data.paths import data_root, download_dir
-from training.errors import DataError
+from repscope.training.data.fetch import download, verify
+from repscope.training.data.paths import data_root, download_dir
+from repscope.training.errors import DataError
 
 __all__ = ["Known", "OMNIGLOT_FILES", "MNIST_FILES", "OMNIGLOT_URL", "MNIST_URL",
            "DOWNLOAD_ENV", "base_url", "locate"]
@@ -102,7 +102,7 @@ def locate(dataset: str, names: list[str], *, root=None, download_ok: bool = Tru
         Acceptable file or folder names, in order of preference. The first one is the
         name that is downloaded.
     root : path-like, optional
-        Data folder, see :func:`~training.data.paths.data_root`.
+        Data folder, see :func:`~repscope.training.data.paths.data_root`.
     download_ok : bool
         Download when not found locally.
     url : str, optional

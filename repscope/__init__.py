@@ -1,0 +1,46 @@
+"""repscope: what do a network's layers represent, and how does that change during
+meta-learning?
+
+One import name, three subpackages that follow the data flow:
+
+* :mod:`repscope.training`: MAML (through ``higher``) and the supervised MNIST control,
+  writing checkpoints;
+* :mod:`repscope.probes`: :class:`~repscope.probes.Probe` records any ``nn.Module``'s
+  layers as labelled xarray and stores them as netCDF;
+* :mod:`repscope.analyses`: RSA (through rsatoolbox), CKA, the paper's figures and
+  findings.
+
+The most used names are re-exported here; the subpackages are imported on first use.
+
+Examples
+--------
+>>> import repscope
+>>> from repscope import Probe
+>>> Probe is repscope.probes.Probe
+True
+>>> sorted(repscope.COMMANDS)
+['layer-similarity', 'maml', 'record', 'supervised']
+"""
+from __future__ import annotations
+
+import importlib
+
+from repscope.probes import Probe, open_run, write_checkpoint
+
+#: ``python -m repscope NAME`` (and the ``repscope NAME`` console script) runs this module's
+#: ``main(argv)``.
+COMMANDS = {
+    "maml": "repscope.training.maml",
+    "record": "repscope.training.record",
+    "supervised": "repscope.training.supervised",
+    "layer-similarity": "repscope.analyses.layer_similarity",
+}
+
+__all__ = ["Probe", "open_run", "write_checkpoint", "COMMANDS"]
+
+
+def __getattr__(name):
+    # the subpackages load on first use: ``import repscope`` does not import rsatoolbox
+    if name in ("probes", "training", "analyses"):
+        return importlib.import_module(f"repscope.{name}")
+    raise AttributeError(f"module 'repscope' has no attribute {name!r}")
