@@ -42,7 +42,8 @@ FULL_ARCHIVES = ("images_background", "images_evaluation")
 BACKGROUND_ARCHIVES = ("images_background",) + SMALL_ARCHIVES
 
 # Fields that may differ between a run and its --resume (they do not change results).
-RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads")
+RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads", "engine")
+ENGINE_NAMES = ("higher", "batched")  # behaviour: repscope.training.engines.ENGINES
 
 
 def _f(default, help, **kw):
@@ -117,6 +118,10 @@ class MAMLConfig:
     lake_eval: bool = _f(False, "Evaluate on Lake et al.'s 20-run one-shot benchmark after "
                          "training (only allowed when training on background alphabets).")
     device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
+    engine: str = _f("higher", f"Inner-loop engine, one of {list(ENGINE_NAMES)}: 'higher' (the "
+                     "reference; tasks one after another through the higher library) or "
+                     "'batched' (all tasks of a meta-batch at once; equal to rounding, faster; "
+                     "see the benchmarks page). May change on --resume.")
     progress: bool = _f(True, "Show a tqdm progress bar.")
     threads: Optional[int] = _f(1, "CPU threads for torch (torch.set_num_threads); None keeps "
                                 "torch's default. One thread is the fastest for these small "
@@ -133,7 +138,7 @@ class MAMLConfig:
     def validate(self) -> None:
         """Check option values; raise :class:`TrainingError` naming the bad one."""
         choices = {"dataset": DATASETS, "inner_loss": LOSS_CONVENTIONS,
-                   "meta_loss": LOSS_CONVENTIONS, "device": DEVICES,
+                   "meta_loss": LOSS_CONVENTIONS, "device": DEVICES, "engine": ENGINE_NAMES,
                    "features": ("mean", "flatten"), "head_init": ("normal", "xavier")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
