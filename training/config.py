@@ -30,6 +30,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .engines import ENGINES
 from .errors import TrainingError
 
 __all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONVENTIONS"]
@@ -43,7 +44,7 @@ BACKGROUND_ARCHIVES = ("images_background",) + SMALL_ARCHIVES
 
 # Fields that may differ between a run and its --resume (they do not change results).
 RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads", "engine")
-ENGINE_NAMES = ("higher", "batched")  # behaviour: repscope.training.engines.ENGINES
+ENGINE_NAMES = tuple(sorted(ENGINES, key=lambda name: name != "higher"))  # the reference first
 
 
 def _f(default, help, **kw):

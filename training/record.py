@@ -42,9 +42,9 @@ from repscope.probes.store import checkpoint_path
 
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
+from .engines import ENGINES, get_engine
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
-from .inner import adapt
 from .meta import episode_tensors
 from .model import build_model
 from .tasks import task_samplers
@@ -78,6 +78,7 @@ class RecordConfig:
     data: Optional[str] = None
     progress: bool = True
     threads: Optional[int] = 1
+    engine: Optional[str] = None  # None: the run's engine; does not change the values
 
     def __post_init__(self):
         self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
@@ -88,6 +89,8 @@ class RecordConfig:
             raise TrainingError(f"tasks must be >= 1, got {self.tasks}")
         if self.eval_tasks < 0:
             raise TrainingError(f"eval_tasks must be >= 0, got {self.eval_tasks}")
+        if self.engine is not None:
+            get_engine(self.engine)
         if not 0 <= self.probe_task < self.tasks:
             raise TrainingError(f"probe_task must be one of the analysed tasks 0..{self.tasks - 1}, "
                                 f"got {self.probe_task}")
@@ -191,26 +194,30 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
 
     ``probe`` (from :func:`make_probe` on ``model``) is reused across checkpoints so
     that its buffers are recycled; the dataset it returns holds this checkpoint only.
+    Tasks adapt with ``rec.engine`` (default ``config.engine``); the batched engine
+    adapts them together and runs each task's probe forward pass through ``model``.
     """
-    device = next(model.parameters()).device
+    engine = get_engine(rec.engine or config.engine)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     px, py, pids = probe_set
-    px = px.to(device)
+    px = px.to(device, dtype)
     acc = np.full((1, len(tasks), len(rec.inner_steps)), np.nan)
-    for t, task in enumerate(tasks):
-        sx, sy, qx, qy = episode_tensors(task, device)
-        for k, fmodel in adapt(model, sx, sy, config, rec.max_inner_step, track_higher_grads=False):
-            if k not in rec.inner_steps:
-                continue
-            with torch.no_grad():
-                with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
-                                     image_ids=pids, role="probe", module=fmodel):
-                    fmodel(px)
-                acc[0, t, rec.inner_steps.index(k)] = (fmodel(qx).argmax(1) == qy).double().mean().item()
+    queries = [episode_tensors(task, device, dtype)[2:] for task in tasks]
+    for t, k, net in engine.adapt_tasks(model, tasks, config, rec.max_inner_step):
+        if k not in rec.inner_steps:
+            continue
+        qx, qy = queries[t]
+        with torch.no_grad():
+            with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
+                                 image_ids=pids, role="probe", module=net):
+                net(px)
+            acc[0, t, rec.inner_steps.index(k)] = (net(qx).argmax(1) == qy).double().mean().item()
     ds = probe.to_dataset(config=run_config, clear=True)
     ds["accuracy"] = (("checkpoint", "task", "inner_step"), acc,
                       {"role": "metric", "long_name": "accuracy on the task's own query images"})
     if eval_episodes:
-        final = evaluate_tasks(model, eval_episodes, config, config.inner_steps_eval)[:, -1]
+        final = evaluate_tasks(model, eval_episodes, config, config.inner_steps_eval,
+                               engine=engine.name)[:, -1]
         ds = ds.assign_coords(eval_task=np.arange(len(final), dtype=np.int64))
         ds["eval_accuracy"] = (("checkpoint", "eval_task"), final[None],
                                {"role": "metric", "inner_steps": int(config.inner_steps_eval),
@@ -255,7 +262,7 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
     eval_episodes = [test.episode(i) for i in range(rec.eval_tasks)]
     # What decides the values; not which checkpoints, nor where or how visibly they ran.
     settings = {k: v for k, v in asdict(rec).items()
-                if k not in ("checkpoints", "device", "progress", "threads")}
+                if k not in ("checkpoints", "device", "progress", "threads", "engine")}
     run_config = {"kind": "maml", "run": config.to_dict(), "record": settings,
                   "probe_set": {"task": rec.probe_task, "index": rec.probe_index,
                                 "image_ids": probe_set[2]}}
@@ -313,6 +320,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; small convolutions gain little from more, "
                         "and oversubscribed cores slow them down many times; 0: torch's default).")
+    p.add_argument("--engine", default=None, choices=sorted(ENGINES),
+                   help="Inner-loop engine that adapts the tasks (default: the run's); the "
+                        "recorded values do not depend on it.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     return p
 
@@ -328,7 +338,7 @@ def main(argv=None) -> int:
                            layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
                            dtype=args.dtype, compress=args.compress, device=args.device,
                            data=args.data, progress=not args.no_progress,
-                           threads=args.threads or None)
+                           threads=args.threads or None, engine=args.engine)
         out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr))
     except ValueError as exc:
         print(f"error: cannot read --inner-steps {args.inner_steps!r}: {exc}", file=sys.stderr)

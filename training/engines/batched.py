@@ -21,12 +21,14 @@ Losses, conventions, metrics, clipping and the meta-optimiser step are those of
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from ..inner import adapted_parameter_names
 from .network import batched_forward
 from .tensors import stack_episodes
 
-__all__ = ["batched_meta_step", "batched_adapt", "batched_evaluate"]
+__all__ = ["batched_meta_step", "meta_gradients", "batched_adapt", "batched_evaluate",
+           "batched_adapt_tasks", "TaskNetwork"]
 
 #: Batch-norm kernel of the batched network (see ``network.BATCH_NORMS``).
 NORM = "fused"
@@ -98,7 +100,12 @@ def batched_meta_step(model, meta_opt, episodes, config) -> dict:
     p0 = next(model.parameters())
     sx, sy, qx, qy = stack_episodes(episodes, p0.device, p0.dtype)
     meta_opt.zero_grad(set_to_none=True)
-    grads, metrics = meta_gradients(model, sx, sy, qx, qy, config)
+    return apply_meta_gradients(model, meta_opt, *meta_gradients(model, sx, sy, qx, qy, config),
+                                config)
+
+
+def apply_meta_gradients(model, meta_opt, grads, metrics, config) -> dict:
+    """Set ``.grad``, clip (``config.meta_clip``), step ``meta_opt``; return float metrics."""
     params = list(model.parameters())
     for p, g in zip(params, grads):
         p.grad = g
@@ -221,3 +228,66 @@ def batched_evaluate(model, episodes, config, steps) -> np.ndarray:
     if not rows:
         return np.zeros((0, int(steps) + 1))
     return np.concatenate(rows).astype(np.float64)
+
+
+class TaskNetwork:
+    """One task's adapted network, run as ``model`` with the task's weights.
+
+    Calling it runs ``torch.func.functional_call(model, params, (x,))``: the real
+    ``model`` runs, so forward hooks on its submodules fire. ``named_modules`` are the
+    model's, so ``Probe.recording(..., module=network)`` hooks the modules that run.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network whose modules run.
+    params : dict of str to torch.Tensor
+        The task's weights (every parameter of ``model``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 1)
+    >>> params = {"weight": torch.ones(1, 2), "bias": torch.zeros(1)}
+    >>> TaskNetwork(net, params)(torch.tensor([[1.0, 2.0]])).item()
+    3.0
+    """
+
+    def __init__(self, model, params):
+        self.model = model
+        self.params = params
+
+    def named_modules(self, *args, **kwargs):
+        return self.model.named_modules(*args, **kwargs)
+
+    def __call__(self, x):
+        return functional_call(self.model, self.params, (x,))
+
+
+def batched_adapt_tasks(model, tasks, config, steps):
+    """Yield ``(task, step, network)`` for every task and step 0..``steps``.
+
+    Tasks adapt :data:`EVAL_CHUNK` at a time with :func:`batched_adapt` (tasks of one
+    chunk need equal support sizes); for each step, every task of the chunk is yielded
+    as a :class:`TaskNetwork` before the next step is taken.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
+    >>> cfg = get_preset("quick", n_way=3)
+    >>> ep = SimpleNamespace(support_x=torch.rand(3, 1, 28, 28), support_y=torch.arange(3),
+    ...                      query_x=torch.rand(3, 1, 28, 28), query_y=torch.arange(3))
+    >>> [(t, k) for t, k, _ in batched_adapt_tasks(build_model(cfg), [ep, ep], cfg, 1)]
+    [(0, 0), (1, 0), (0, 1), (1, 1)]
+    """
+    p0 = next(model.parameters())
+    first = 0
+    for chunk in _same_shape_chunks(tasks, EVAL_CHUNK):
+        sx, sy, _, _ = stack_episodes(chunk, p0.device, p0.dtype)
+        for k, fast in batched_adapt(model, sx, sy, config, steps):
+            for t in range(len(chunk)):
+                yield first + t, k, TaskNetwork(model, {n: v[t] for n, v in fast.items()})
+        first += len(chunk)
