@@ -74,7 +74,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_meta_gradients_equal_higher_in_float64(case):
+def test_meta_gradients_equal_higher_in_float64(case, monkeypatch):
+    monkeypatch.setitem(batched.TASK_CHUNK, "cpu", 5)  # whole meta-batches and chunks of one
     preset, overrides = CASES[case]
     cfg = get_preset(preset, **overrides)
     tasks = _tasks(cfg, cfg.meta_batch)
@@ -117,7 +118,7 @@ def test_evaluation_accuracies_equal_higher(monkeypatch):
     torch.manual_seed(0)
     model = build_model(cfg).double()
     tasks = _tasks(cfg, 5) + _tasks(get_preset("quick", n_way=4, n_query=1), 2, seed=1)
-    monkeypatch.setattr(batched, "EVAL_CHUNK", 2)  # chunks of 2, and a change of shapes
+    monkeypatch.setitem(batched.TASK_CHUNK, "cpu", 2)  # chunks of 2, and a change of shapes
     ref = get_engine("higher").evaluate(model, tasks, cfg, 3)
     got = get_engine("batched").evaluate(model, iter(tasks), cfg, 3)
     assert got.shape == (7, 4) and np.array_equal(got, ref)

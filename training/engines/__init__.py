@@ -7,9 +7,9 @@ Two engines compute the same numbers (to rounding; ``tests/test_engines.py`` che
     The reference: tasks one after another through the :mod:`higher` library
     (:mod:`repscope.training.engines.higher_loop`).
 ``"batched"``
-    All tasks of a meta-batch, or up to ``EVAL_CHUNK`` evaluation tasks, at once: the
-    tasks' convolutions become grouped convolutions, one autograd call per inner step
-    (:mod:`repscope.training.engines.batched`); on CUDA the whole meta-gradient is
+    Many tasks at once (a few on a CPU, a whole meta-batch or evaluation on a GPU):
+    the tasks' convolutions become grouped convolutions, one autograd call per inner
+    step (:mod:`repscope.training.engines.batched`); on CUDA the whole meta-gradient is
     captured in a CUDA graph (:mod:`repscope.training.engines.cuda_graph`).
 
 Checkpoints, metrics and recordings do not depend on the engine: a run may be

@@ -27,13 +27,26 @@ from ..inner import adapted_parameter_names
 from .network import batched_forward
 from .tensors import stack_episodes
 
-__all__ = ["batched_meta_step", "meta_gradients", "batched_adapt", "batched_evaluate",
+__all__ = ["task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt", "batched_evaluate",
            "batched_adapt_tasks", "TaskNetwork"]
 
 #: Batch-norm kernel of the batched network (see ``network.BATCH_NORMS``).
 NORM = "fused"
-#: Tasks adapted together at evaluation and recording (memory stays below ~1 GB).
-EVAL_CHUNK = 100
+#: Tasks computed together, by device type. On one CPU thread grouped convolutions
+#: of more than a few tasks get slower per task (bench/bench_maml.py), so the CPU takes
+#: 4 at a time; a GPU takes up to 600 (a whole 600-task evaluation in one call).
+TASK_CHUNK = {"cpu": 4, "cuda": 600}
+
+
+def task_chunk(device) -> int:
+    """How many tasks one batched call takes on ``device`` (see :data:`TASK_CHUNK`).
+
+    Examples
+    --------
+    >>> task_chunk("cpu")
+    4
+    """
+    return TASK_CHUNK.get(torch.device(device).type, TASK_CHUNK["cpu"])
 
 
 def _task_losses(logits, labels, convention, k_shot):
@@ -100,8 +113,14 @@ def batched_meta_step(model, meta_opt, episodes, config) -> dict:
     p0 = next(model.parameters())
     sx, sy, qx, qy = stack_episodes(episodes, p0.device, p0.dtype)
     meta_opt.zero_grad(set_to_none=True)
-    return apply_meta_gradients(model, meta_opt, *meta_gradients(model, sx, sy, qx, qy, config),
-                                config)
+    n, size = len(sx), task_chunk(p0.device)
+    grads, metrics = None, None
+    for i in range(0, n, size):  # the meta-gradient is a sum over tasks: chunks add up
+        g, m = meta_gradients(model, sx[i:i + size], sy[i:i + size], qx[i:i + size],
+                              qy[i:i + size], config, n_total=n)
+        grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+        metrics = m if metrics is None else {k: metrics[k] + m[k] for k in m}
+    return apply_meta_gradients(model, meta_opt, grads, metrics, config)
 
 
 def apply_meta_gradients(model, meta_opt, grads, metrics, config) -> dict:
@@ -115,13 +134,15 @@ def apply_meta_gradients(model, meta_opt, grads, metrics, config) -> dict:
     return {k: v.item() for k, v in metrics.items()}
 
 
-def meta_gradients(model, sx, sy, qx, qy, config):
+def meta_gradients(model, sx, sy, qx, qy, config, n_total=None):
     """Meta-gradients (one per ``model.parameters()``) and metric tensors of stacked tasks.
 
-    Pure tensor code with no host synchronisation, so that it can also be captured in a
-    CUDA graph (:mod:`repscope.training.engines.cuda_graph`).
+    Losses and metrics are summed over the tasks given and divided by ``n_total``
+    (default: their number), so that chunks of a meta-batch add up to the whole. Pure
+    tensor code with no host synchronisation, so that it can also be captured in a CUDA
+    graph (:mod:`repscope.training.engines.cuda_graph`).
     """
-    n_tasks = sx.shape[0]
+    n_tasks = sx.shape[0] if n_total is None else n_total  # divides losses and metrics
     names = adapted_parameter_names(model, config)
     params = dict(model.named_parameters())
     first_order = config.first_order
@@ -131,7 +152,7 @@ def meta_gradients(model, sx, sy, qx, qy, config):
         if step == 0:
             seen["logits"] = logits.detach()
 
-    fast = _inner_steps(model, _per_task(model, n_tasks, detach=False), sx, sy, config,
+    fast = _inner_steps(model, _per_task(model, sx.shape[0], detach=False), sx, sy, config,
                         config.inner_steps, names, not first_order, on_support)
     if "logits" not in seen:
         with torch.no_grad():
@@ -152,10 +173,10 @@ def meta_gradients(model, sx, sy, qx, qy, config):
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), grads)]
     with torch.no_grad():
         pre, post = seen["logits"], logits.detach()
-        metrics = {"pre_loss": _task_losses(pre, sy, "mean", 1).mean(),
-                   "pre_acc": _accuracy(pre, sy).mean(),
-                   "post_loss": _task_losses(post, qy, "mean", 1).mean(),
-                   "post_acc": _accuracy(post, qy).mean()}
+        metrics = {"pre_loss": _task_losses(pre, sy, "mean", 1).sum() / n_tasks,
+                   "pre_acc": _accuracy(pre, sy).sum() / n_tasks,
+                   "post_loss": _task_losses(post, qy, "mean", 1).sum() / n_tasks,
+                   "post_acc": _accuracy(post, qy).sum() / n_tasks}
     return grads, metrics
 
 
@@ -202,7 +223,7 @@ def _same_shape_chunks(episodes, size):
 
 
 def batched_evaluate(model, episodes, config, steps) -> np.ndarray:
-    """Query accuracy ``(n_tasks, steps + 1)`` of ``episodes``, :data:`EVAL_CHUNK` at a time.
+    """Query accuracy ``(n_tasks, steps + 1)`` of ``episodes``, :func:`task_chunk` at a time.
 
     Examples
     --------
@@ -218,7 +239,7 @@ def batched_evaluate(model, episodes, config, steps) -> np.ndarray:
     """
     p0 = next(model.parameters())
     rows = []
-    for chunk in _same_shape_chunks(episodes, EVAL_CHUNK):
+    for chunk in _same_shape_chunks(episodes, task_chunk(p0.device)):
         sx, sy, qx, qy = stack_episodes(chunk, p0.device, p0.dtype)
         acc = []
         for _, fast in batched_adapt(model, sx, sy, config, steps):
@@ -267,7 +288,7 @@ class TaskNetwork:
 def batched_adapt_tasks(model, tasks, config, steps):
     """Yield ``(task, step, network)`` for every task and step 0..``steps``.
 
-    Tasks adapt :data:`EVAL_CHUNK` at a time with :func:`batched_adapt` (tasks of one
+    Tasks adapt :func:`task_chunk` at a time with :func:`batched_adapt` (tasks of one
     chunk need equal support sizes); for each step, every task of the chunk is yielded
     as a :class:`TaskNetwork` before the next step is taken.
 
@@ -285,7 +306,7 @@ def batched_adapt_tasks(model, tasks, config, steps):
     """
     p0 = next(model.parameters())
     first = 0
-    for chunk in _same_shape_chunks(tasks, EVAL_CHUNK):
+    for chunk in _same_shape_chunks(tasks, task_chunk(p0.device)):
         sx, sy, _, _ = stack_episodes(chunk, p0.device, p0.dtype)
         for k, fast in batched_adapt(model, sx, sy, config, steps):
             for t in range(len(chunk)):
