@@ -211,7 +211,7 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
             with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
                                  image_ids=pids, role="probe", module=net):
                 net(px)
-            acc[0, t, rec.inner_steps.index(k)] = (net(qx).argmax(1) == qy).double().mean().item()
+            acc[0, t, rec.inner_steps.index(k)] = (net.logits(qx).argmax(1) == qy).double().mean().item()
     ds = probe.to_dataset(config=run_config, clear=True)
     ds["accuracy"] = (("checkpoint", "task", "inner_step"), acc,
                       {"role": "metric", "long_name": "accuracy on the task's own query images"})

@@ -42,9 +42,11 @@ class Engine:
         of query accuracies (see :func:`repscope.training.evaluate.evaluate_tasks`).
     adapt_tasks : callable
         ``adapt_tasks(model, tasks, config, steps)`` yields ``(task, step, network)``
-        for every task and step 0..``steps`` (in any order): ``network`` is a module with
-        ``model``'s module paths that runs the task's adapted weights; put forward hooks
-        on it (``Probe.recording(..., module=network)``). Valid until the next item.
+        for every task and step 0..``steps`` (in any order). ``network(x)`` runs the
+        task's adapted weights through modules with ``model``'s paths, listed by
+        ``network.named_modules()``: forward hooks on those fire
+        (``Probe.recording(..., module=network)``); ``network.logits(x)`` gives the
+        same logits by the engine's fastest path. Valid until the next item.
 
     Examples
     --------

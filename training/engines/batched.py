@@ -257,6 +257,8 @@ class TaskNetwork:
     Calling it runs ``torch.func.functional_call(model, params, (x,))``: the real
     ``model`` runs, so forward hooks on its submodules fire. ``named_modules`` are the
     model's, so ``Probe.recording(..., module=network)`` hooks the modules that run.
+    :meth:`logits` computes the same logits through
+    :func:`~repscope.training.engines.network.batched_forward` (faster; no hooks fire).
 
     Parameters
     ----------
@@ -283,6 +285,11 @@ class TaskNetwork:
 
     def __call__(self, x):
         return functional_call(self.model, self.params, (x,))
+
+    def logits(self, x):
+        """The logits of ``x`` by the batched network (hooks on ``model`` do not fire)."""
+        params = {n: v.unsqueeze(0) for n, v in self.params.items()}
+        return batched_forward(self.model, params, x.unsqueeze(0), NORM)[0]
 
 
 def batched_adapt_tasks(model, tasks, config, steps):

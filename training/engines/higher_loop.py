@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..inner import _inner_loop, adapt, task_loss
 from .tensors import episode_tensors
 
-__all__ = ["higher_meta_step", "higher_evaluate", "higher_adapt_tasks"]
+__all__ = ["higher_meta_step", "higher_evaluate", "higher_adapt_tasks", "PatchedNetwork"]
 
 
 def _accuracy(logits, labels) -> float:
@@ -115,11 +115,42 @@ def higher_evaluate(model, episodes, config, steps) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), steps + 1)
 
 
+class PatchedNetwork:
+    """A task's ``higher`` patched copy as an engine's adapted network.
+
+    ``named_modules`` are the patched copy's (hook those: hooks on ``model`` do not
+    fire on the copy); calling it or :meth:`logits` runs the copy.
+
+    Parameters
+    ----------
+    fmodel : torch.nn.Module
+        A ``higher`` patched copy.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = PatchedNetwork(torch.nn.Linear(2, 1))
+    >>> [name for name, _ in net.named_modules()], net(torch.zeros(1, 2)).shape
+    ([''], torch.Size([1, 1]))
+    """
+
+    def __init__(self, fmodel):
+        self.fmodel = fmodel
+
+    def named_modules(self, *args, **kwargs):
+        return self.fmodel.named_modules(*args, **kwargs)
+
+    def __call__(self, x):
+        return self.fmodel(x)
+
+    logits = __call__
+
+
 def higher_adapt_tasks(model, tasks, config, steps):
     """Yield ``(task, step, network)`` for every task and step 0..``steps``, task by task.
 
-    ``network`` is the task's ``higher`` patched copy after ``step`` inner steps; it is
-    valid until the next item is drawn.
+    ``network`` is the task's ``higher`` patched copy after ``step`` inner steps, as a
+    :class:`PatchedNetwork`; it is valid until the next item is drawn.
 
     Examples
     --------
@@ -137,4 +168,4 @@ def higher_adapt_tasks(model, tasks, config, steps):
     for t, task in enumerate(tasks):
         sx, sy, _, _ = episode_tensors(task, p.device, p.dtype)
         for k, fmodel in adapt(model, sx, sy, config, steps, track_higher_grads=False):
-            yield t, k, fmodel
+            yield t, k, PatchedNetwork(fmodel)
