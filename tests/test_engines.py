@@ -23,6 +23,7 @@ from repscope.training.maml import train
 from repscope.training.model import build_model
 from repscope.training.record import (RecordConfig, _probe_set, analysis_tasks, make_probe,
                                       record_checkpoint)
+from repscope.training.tasks import task_samplers
 
 TIGHT = 1e-10
 
@@ -88,6 +89,28 @@ def test_meta_gradients_equal_higher_in_float64(case, monkeypatch):
     assert all(g.abs().sum() > 0 for g in got.values())  # every parameter gets one
     if cfg.meta_clip is not None:  # the clip bites, on both engines alike
         assert max(g.abs().max().item() for g in got.values()) == pytest.approx(cfg.meta_clip)
+
+
+def test_ten_meta_steps_of_training_agree_in_float64(data_root):
+    """Whole Adam steps on real episodes: the trajectories stay together in float64 (in
+    float32 rounding noise is amplified by Adam until they part within ~10 steps)."""
+    cfg = get_preset("quick", data=str(data_root))
+    sampler = task_samplers(cfg)["train"]
+    torch.manual_seed(0)
+    nets = {e: build_model(cfg).double() for e in ENGINES}
+    nets["batched"].load_state_dict(nets["higher"].state_dict())
+    opts = {e: torch.optim.Adam(n.parameters(), lr=cfg.meta_lr) for e, n in nets.items()}
+    for step in range(10):
+        for e in ENGINES:
+            get_engine(e).meta_step(nets[e], opts[e], sampler.batch(step, cfg.meta_batch), cfg)
+    a = dict(nets["higher"].named_parameters())
+    b = dict(nets["batched"].named_parameters())
+    for name in a:
+        diff = (a[name] - b[name]).abs().max().item()
+        if name.endswith("conv.bias"):  # rounding noise on a zero gradient; see _functional
+            assert diff < 1e-6, name
+        else:
+            assert diff < 1e-10 * a[name].abs().max().item(), name
 
 
 def test_meta_gradients_float32_loosely():
