@@ -22,11 +22,13 @@ many held-out tasks per engine. ``--profile`` adds a torch.profiler table of one
 batched meta-step.
 
 Run: ``python bench/bench_maml.py [--config paper] [--repeats 6] [--threads 1] [--device cpu]
-[--eval-tasks 600] [--profile]``.
+[--eval-tasks 600] [--profile] [--synthetic]`` (``--synthetic``: random episodes of the
+same shapes, for machines without the data folder).
 """
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import higher
 import torch
@@ -56,6 +58,32 @@ def bare_meta_step(model, meta_opt, tasks, lr=0.1, steps=5, k_shot=1):
     meta_opt.step()
 
 
+class _Synthetic:
+    """Random episodes of a configuration's shapes (timing does not depend on pixels)."""
+
+    def __init__(self, cfg, seed):
+        self.cfg, self.seed = cfg, seed
+
+    def episode(self, i):
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(self.seed * 100003 + i)
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        ns, nq = cfg.n_way * cfg.k_shot, cfg.n_way * cfg.n_query
+        return SimpleNamespace(support_x=torch.rand(ns, *shape, generator=g),
+                               support_y=torch.arange(ns) % cfg.n_way,
+                               query_x=torch.rand(nq, *shape, generator=g),
+                               query_y=torch.arange(nq) % cfg.n_way)
+
+    def batch(self, step, size):
+        return [self.episode(step * size + i) for i in range(size)]
+
+
+def _samplers(cfg, synthetic):
+    if synthetic:
+        return {"train": _Synthetic(cfg, 0), "test": _Synthetic(cfg, 1)}
+    return task_samplers(cfg)
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -78,8 +106,8 @@ def _profile(model, opt, eps, cfg, device):
     print(prof.key_averages().table(sort_by=key, row_limit=18))
 
 
-def _evaluation_time(model, cfg, engine, n_tasks):
-    episodes = [task_samplers(cfg)["test"].episode(i) for i in range(n_tasks)]
+def _evaluation_time(model, cfg, engine, n_tasks, synthetic):
+    episodes = [_samplers(cfg, synthetic)["test"].episode(i) for i in range(n_tasks)]
     _sync(next(model.parameters()).device)
     c, w = time.process_time(), time.perf_counter()
     acc = get_engine(engine).evaluate(model, episodes, cfg, cfg.inner_steps_eval)
@@ -98,11 +126,13 @@ def main(argv=None):
                    help="also time an evaluation of this many test tasks per engine")
     p.add_argument("--no-bare", action="store_true", help="skip the bare higher loop")
     p.add_argument("--profile", action="store_true", help="profile one batched meta-step")
+    p.add_argument("--synthetic", action="store_true",
+                   help="random episodes of the same shapes (no data folder needed)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cfg = _config(args.config, args)
-    sampler = task_samplers(cfg)["train"]
+    sampler = _samplers(cfg, args.synthetic)["train"]
     torch.manual_seed(0)
     nets = {"higher": build_model(cfg).to(device)}
     names = (["bare"] if not args.no_bare and args.config == "paper" else []) + \
@@ -166,7 +196,8 @@ def main(argv=None):
             f"{k} {med[k][1] * 60000 / 3600:.1f} h" for k in names))
     if args.eval_tasks:
         for engine in ("higher", "batched"):
-            c, w, acc = _evaluation_time(nets[engine], cfg, engine, args.eval_tasks)
+            c, w, acc = _evaluation_time(nets[engine], cfg, engine, args.eval_tasks,
+                                         args.synthetic)
             print(f"evaluation of {args.eval_tasks} tasks ({cfg.inner_steps_eval} inner steps), "
                   f"{engine}: CPU {c:.2f} s, wall {w:.2f} s (mean accuracy {acc:.3f})")
     if args.profile:
