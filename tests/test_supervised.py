@@ -78,7 +78,7 @@ def test_cli_refuses_a_different_config_in_the_same_folder(tmp_path, data_root, 
 
 
 def test_bad_options_name_the_allowed_values():
-    with pytest.raises(TrainingError, match=r"Unknown mnist mode 'web'.*\['auto', 'full', 'offline'\]"):
+    with pytest.raises(TrainingError, match=r"Unknown mnist \(--mnist\) 'web'.*\['auto', 'full', 'offline'\]"):
         SupervisedConfig(mnist="web")
-    with pytest.raises(TrainingError, match="steps must be >= 1"):
+    with pytest.raises(TrainingError, match=r"steps \(--steps\) must be an integer >= 1, got 0"):
         SupervisedConfig(steps=0)

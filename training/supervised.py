@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -34,13 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repscope.probes import Probe, existing_checkpoints, write_checkpoint
+from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
+from repscope.probes.schema import REDUCTIONS
+from repscope.probes.store import clean_stale_temporaries, remove_recordings, verify_checkpoint
 
 from .checkpoint import atomic_write_text
 from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError
 from .model import Conv4
+from .options import (THREADS_HELP, check_choice, check_device, check_int, check_positive,
+                      check_threads)
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
@@ -81,18 +86,19 @@ class SupervisedConfig:
     reduce: str = _f("none", "Reduction of recorded conv maps: 'none' or 'spatial_mean'.")
     dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
     device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
-    threads: int = _f(1, "torch CPU threads (0: torch's default). Small convolutions gain little "
-                      "from more, and oversubscribed cores slow them down many times.")
+    threads: int = _f(1, THREADS_HELP)
     progress: bool = _f(True, "Show a progress bar.")
 
     def __post_init__(self):
-        if self.mnist not in MNIST_MODES:
-            raise TrainingError(f"Unknown mnist mode {self.mnist!r}. Expected one of {list(MNIST_MODES)}")
+        check_choice("mnist", self.mnist, MNIST_MODES)
         for name in ("steps", "batch_size", "record_every", "n_probe"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise TrainingError(f"lr must be positive, got {self.lr}")
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        check_positive("lr", self.lr)
+        check_choice("reduce", self.reduce, REDUCTIONS)
+        check_choice("dtype", self.dtype, ("float32", "float16"))
+        check_device(self.device)
+        self.threads = check_threads(self.threads)
 
     def recording_steps(self) -> list[int]:
         """Training steps at which the probe images are recorded."""
@@ -178,6 +184,13 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
     probe = Probe(model, layers=list(LAYERS), reduce=None if config.reduce == "none" else config.reduce,
                   dtype=config.dtype)
     done = set(existing_checkpoints(out / "activations"))
+    for step in sorted(done):
+        try:
+            verify_checkpoint(out / "activations", step)
+        except ProbeError as exc:
+            done.discard(step)
+            if log:
+                log({"step": step, "recorded_again": str(exc)})
     record_at = config.recording_steps()
     run_config = {"kind": "supervised", **_results_fields(config), "data_meta": data["meta"]}
     accuracy_by_step = {}
@@ -201,7 +214,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
                 ds["accuracy"] = (("checkpoint", "task", "inner_step"), np.full((1, 1, 1), acc),
                                   {"role": "metric", "long_name": "accuracy on the probe images"})
                 ds.attrs["data_note"] = data["meta"].get("note", "")
-                write_checkpoint(out / "activations", ds)
+                write_checkpoint(out / "activations", ds, overwrite=True)  # only a corrupt one
             if log:
                 log({"step": step, "probe_accuracy": acc})
         if step == config.steps:
@@ -212,6 +225,11 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
         cursor += config.batch_size
         x, y = train_x[idx].to(device), train_y[idx].to(device)
         loss = F.cross_entropy(model(x), y)
+        if not math.isfinite(loss.item()):
+            raise TrainingError(
+                f"Training diverged at step {step + 1}: the loss is {loss.item()}. The run stops "
+                f"here; the records of steps before it stay in {str(out / 'activations')!r}. "
+                "Lower --lr and start again with --overwrite")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -254,13 +272,15 @@ def main(argv=None) -> int:
         cfg_file = out / "config.json"
         if cfg_file.exists():
             if args.overwrite:
-                for f in (out / "activations").glob("*.nc"):
-                    f.unlink()
+                remove_recordings(out / "activations")
             elif {k: v for k, v in json.loads(cfg_file.read_text()).items()
                   if k not in RUNTIME_FIELDS} != _results_fields(config):
                 raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
                                     "choose another --out or pass --overwrite.")
         out.mkdir(parents=True, exist_ok=True)
+        for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
+            print(f"removed {str(path)!r}, a temporary file left by a killed process",
+                  file=sys.stderr)
         atomic_write_text(cfg_file, json.dumps(dataclasses.asdict(config), indent=2))
         data = load_data(config)
         if data["meta"]["mode"] != "full":
