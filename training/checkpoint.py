@@ -271,8 +271,11 @@ def load_run(run_dir):
                             "folder written by python -m repscope.training.maml)")
     try:
         config = MAMLConfig.from_dict(json.loads(cfg_file.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise TrainingError(f"Cannot read {str(cfg_file)!r}: {exc}") from exc
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise TrainingError(
+            f"Cannot read {str(cfg_file)!r} ({exc}): it is truncated or corrupt. Restore it "
+            "from a backup, or write it again from the configuration every checkpoint "
+            "stores: json.dumps(repscope.training.load_checkpoint(path)['config'])") from exc
     found = {}
     folder = run_dir / "checkpoints"
     if folder.is_dir():
@@ -302,30 +305,32 @@ def load_meta_parameters(model, path):
 
 
 def latest_resumable(run_dir, log=None):
-    """``(step, path)`` of the newest readable full state in ``run_dir`` (``state.pt`` or a
-    scheduled checkpoint), or ``None`` when there is none.
+    """``(step, path)`` of the state to resume ``run_dir`` from, or ``None`` for step 0.
 
-    An unreadable or corrupt candidate is passed over for the next older one, and said so
-    through ``log``: every episode is a pure function of (seed, step), so resuming from
-    an older state reproduces the lost steps exactly and writes their files again.
+    Every scheduled checkpoint and ``state.pt`` is read whole (content hash included).
+    The newest readable state before the first unreadable or corrupt file is chosen, and
+    each file passed over is named through ``log``: every episode is a pure function of
+    (seed, step), so training on from there writes the damaged files again, exactly.
     """
     run_dir = Path(run_dir)
     _, ckpts = load_run(run_dir)
-    candidates = [(step, path, None) for step, path in ckpts.items()]
+    candidates = dict(ckpts)
     state = run_dir / "state.pt"
+    bad_state = None
     if state.is_file():
         try:
-            candidates.append((load_checkpoint(state)["step"], state, None))
+            candidates.setdefault(int(load_checkpoint(state)["step"]), state)
         except TrainingError as exc:
-            candidates.append((-1, state, exc))
-    for step, path, error in sorted(candidates, key=lambda c: c[0], reverse=True):
+            bad_state = exc
+    good = None
+    for step, path in sorted(candidates.items()):
         try:
-            if error is not None:
-                raise error
             load_checkpoint(path)
         except TrainingError as exc:
             if log:
-                log(f"passing over {path.name}: {exc}")
-            continue
-        return step, path
-    return None
+                log(f"passing over {path.name} and every later state: {exc}")
+            break
+        good = (step, path)
+    if bad_state is not None and log:
+        log(f"passing over state.pt: {bad_state}")
+    return good

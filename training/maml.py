@@ -175,9 +175,9 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     if resume and (out / "config.json").is_file():  # every check before anything is written
         config = _check_same_run(load_run(out)[0], config)
         found = _resume_point(out, config, log)
-    resuming = _prepare_folder(out, resume, overwrite)
     for path in clean_run_folder(out):
         log(f"removed {str(path)!r}, a temporary file left by a killed process")
+    resuming = _prepare_folder(out, resume, overwrite)
     with torch_threads(config.threads):
         return _train(config, out, resuming, found, torch.device(config.device), log, on_step)
 

@@ -159,6 +159,13 @@ def _accuracy(model, x, y, batch: int = 1000) -> float:
     return correct / len(x)
 
 
+def _diverged(step: int, what: str, out: Path):
+    raise TrainingError(
+        f"Training diverged at step {step}: {what}. The run stops here, before writing "
+        f"anything of step {step}; the records of earlier steps stay in "
+        f"{str(out / 'activations')!r}. Lower --lr and start again with --overwrite")
+
+
 def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) -> dict:
     """Train the network, recording the probe images into ``out / "activations"``.
 
@@ -207,6 +214,9 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
                     with probe.recording(checkpoint=step, labels=probe_y,
                                          image_ids=data["probe_ids"], role="probe"):
                         logits = model(probe_x)
+            if not torch.isfinite(logits).all():
+                probe.clear()
+                _diverged(step, "the network's outputs on the probe images are not finite", out)
             acc = (logits.argmax(1) == probe_y).double().mean().item()
             accuracy_by_step[step] = acc
             if step not in done:
@@ -226,10 +236,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
         x, y = train_x[idx].to(device), train_y[idx].to(device)
         loss = F.cross_entropy(model(x), y)
         if not math.isfinite(loss.item()):
-            raise TrainingError(
-                f"Training diverged at step {step + 1}: the loss is {loss.item()}. The run stops "
-                f"here; the records of steps before it stay in {str(out / 'activations')!r}. "
-                "Lower --lr and start again with --overwrite")
+            _diverged(step + 1, f"the loss is {loss.item()}", out)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -270,6 +277,9 @@ def main(argv=None) -> int:
         config = SupervisedConfig(**values)
         out = Path(args.out)
         cfg_file = out / "config.json"
+        for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
+            print(f"removed {str(path)!r}, a temporary file left by a killed process",
+                  file=sys.stderr)
         if cfg_file.exists():
             if args.overwrite:
                 remove_recordings(out / "activations")
@@ -278,9 +288,6 @@ def main(argv=None) -> int:
                 raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
                                     "choose another --out or pass --overwrite.")
         out.mkdir(parents=True, exist_ok=True)
-        for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
-            print(f"removed {str(path)!r}, a temporary file left by a killed process",
-                  file=sys.stderr)
         atomic_write_text(cfg_file, json.dumps(dataclasses.asdict(config), indent=2))
         data = load_data(config)
         if data["meta"]["mode"] != "full":
@@ -292,7 +299,7 @@ def main(argv=None) -> int:
         return 2
     atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    where = "the 100 held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
+    where = f"the {config.n_probe} held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
     print(f"final accuracy {100 * summary['final_accuracy']:.1f}% on {where} "
           f"(chance 10%); records in {out / 'activations'}")
     return 0
