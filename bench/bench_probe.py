@@ -5,7 +5,9 @@ Prints, from one run with interleaved repeats:
 * the median ratio (recorded forward) / (plain forward) for full feature maps,
   spatial-mean reduction and float16 storage (goal: <= 1.10x), and the one-off cost
   of ``to_dataset``;
-* netCDF write throughput (MB/s of activations) with and without zlib compression.
+* netCDF write throughput (MB/s of activations) with and without zlib compression;
+* netCDF read throughput of ``open_run`` and the share of it spent on checking each
+  file's ``content_sha256`` (the same hash is computed once on writing).
 
 Usage::
 
@@ -30,7 +32,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from repscope.probes import Probe, write_checkpoint
+from repscope.probes import Probe, open_run, write_checkpoint
+from repscope.probes.store import content_hash
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "head"]
@@ -127,6 +130,25 @@ def bench_write(net, x, names, labels, repeats):
                   f"activations in {med * 1e3:.0f} ms = {mb / med:.0f} MB/s; file {size / 1e6:.1f} MB")
 
 
+def bench_read(net, x, names, labels, repeats):
+    probe = Probe(net, LAYERS)
+    with torch.no_grad(), probe.recording(checkpoint=0, labels=labels, image_ids=names):
+        net(x)
+    ds = probe.to_dataset(config={"bench": "bench_probe"})
+    mb = sum(ds[p].nbytes for p in LAYERS) / 1e6
+    with tempfile.TemporaryDirectory(dir=REPO / "bench") as folder:
+        write_checkpoint(folder, ds)
+        reads, hashes = [], []
+        for _ in range(repeats):                # interleaved: read (with check), hash alone
+            reads.append(_timed(lambda: open_run(folder), "cpu"))
+            loaded = open_run(folder)
+            hashes.append(_timed(lambda: content_hash(loaded), "cpu"))
+    read, check = statistics.median(reads), statistics.median(hashes)
+    print(f"netCDF read (open_run, hash checked): {mb:.1f} MB in {read * 1e3:.0f} ms = "
+          f"{mb / read:.0f} MB/s; the content_sha256 check {check * 1e3:.0f} ms of it "
+          f"({100 * check / read:.0f} %)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("REPSCOPE_DATA", str(REPO.parent / "shared" / "data"))
@@ -150,6 +172,7 @@ def main(argv=None) -> None:
           f"{len(names)} Omniglot images {tuple(x.shape)}")
     bench_recording(net, x, names, labels, args.repeats, args.device)
     bench_write(net, x, names, labels, args.write_repeats)
+    bench_read(net, x, names, labels, args.write_repeats)
 
 
 if __name__ == "__main__":

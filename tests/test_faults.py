@@ -169,14 +169,16 @@ def _kill(job, n, when, args):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
 
 
-def _kill_point(seed, calls):
-    rng = random.Random(1000 + seed)
-    return rng.randint(1, len(calls)), rng.choice(["before", "after"])
+def _kill_point(job, i, calls):
+    """The ``i``-th of distinct (rename number, before/after) points drawn with a fixed seed."""
+    points = [(n, when) for n in range(1, len(calls) + 1) for when in ("before", "after")]
+    k = sum(1 for (j, _) in KILLS if j == job)
+    return random.Random(f"{job}-kills").sample(points, k)[i]
 
 
 @pytest.mark.parametrize("seed", sorted(s for (job, s) in KILLS if job == "train"))
 def test_training_killed_at_a_random_write_resumes_exactly(reference, tmp_path, seed):
-    n, when = _kill_point(seed, reference["train_calls"])
+    n, when = _kill_point("train", seed, reference["train_calls"])
     out = tmp_path / "run"
     _kill("train", n, when, {"config": reference["cfg"].to_dict(), "out": str(out)})
     before = _files(out) - {"state.pt"}  # state.pt is meant to go when the run ends
@@ -190,7 +192,7 @@ def test_training_killed_at_a_random_write_resumes_exactly(reference, tmp_path, 
 
 @pytest.mark.parametrize("seed", sorted(s for (job, s) in KILLS if job == "record"))
 def test_recording_killed_at_a_random_write_resumes_exactly(reference, tmp_path, seed):
-    n, when = _kill_point(seed, reference["rec_calls"])
+    n, when = _kill_point("record", seed, reference["rec_calls"])
     out = tmp_path / "acts"
     _kill("record", n, when, {"run": str(reference["run"]), "rec": REC, "out": str(out)})
     before = _files(out)
