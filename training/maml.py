@@ -37,6 +37,8 @@ from typing import get_args
 
 import torch
 
+from repscope.probes.store import remove_recordings
+
 from .checkpoint import (atomic_write_text, checkpoint_path, clean_run_folder, latest_resumable,
                          load_checkpoint, load_run, save_checkpoint, set_rng_state)
 from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
@@ -46,7 +48,6 @@ from .meta import meta_step
 from .model import build_model
 from .options import check_device, torch_threads
 from .tasks import lake_runs, task_samplers
-from repscope.probes.store import remove_recordings
 
 __all__ = ["train", "main"]
 
