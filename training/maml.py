@@ -13,7 +13,11 @@ and 95% CI over ``val_tasks`` held-out tasks) and, once training is done,
 ``--resume`` continues from the newest saved state; because every episode is a pure
 function of (seed, step), a run killed at any moment and resumed ends with the same
 weights as an uninterrupted run (bit-exact on CPU). An existing run is never
-overwritten without ``--resume`` or ``--overwrite``.
+overwritten without ``--resume`` or ``--overwrite``. Every saved state is read whole
+(content hash included) before resuming, and a damaged one is passed over for the newest
+good state before it; ``--resume`` to fewer ``--steps`` than the run has reached is
+refused before anything is written. A run whose loss or weights stop being finite stops
+at that step without writing anything of it (see the robustness guide).
 
 Examples
 --------
