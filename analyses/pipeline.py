@@ -17,6 +17,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
+from repscope.analyses.dims import to_cells
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
 from repscope.analyses.mds import MDS_MODES, mds_embedding
@@ -27,7 +28,7 @@ from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "choose_lag", "record_kind", "is_supervised", "is_miniimagenet"]
+           "choose_lag", "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
 
 
 @dataclass
@@ -179,6 +180,29 @@ def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
     return res
 
 
+def check_record(ds: xr.Dataset) -> None:
+    """Refuse a record with a NaN or Inf activation in any layer, naming the cells.
+
+    The figures and findings need every (checkpoint, task, inner_step) cell: a missing
+    (all-NaN) cell, e.g. from a diverged training run, is an error here, raised before
+    anything is computed or written.
+
+    Examples
+    --------
+    >>> x = np.ones((1, 1, 2, 3, 2))
+    >>> x[0, 0, 1] = np.nan
+    >>> ds = xr.Dataset({"head": (("checkpoint", "task", "inner_step", "stimulus", "unit_head"), x)},
+    ...                 coords={"checkpoint": [500], "task": [0], "inner_step": [0, 1]},
+    ...                 attrs={"layers": '["head"]'})
+    >>> check_record(ds)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: 'head' has non-finite values in 1 cell(s): checkpoint=500, task=0, inner_step=1 (all NaN). ...
+    """
+    for layer in fd.layer_names(ds):
+        to_cells(ds[layer], allow_missing=False)
+
+
 def _rdm_figure(ds, cfg, layers, sel):
     rdm = fd.rdm_of_rdms(ds, cfg.primary, selection=sel, layers=layers, **cfg.options(cfg.primary))
     emb = mds_embedding(rdm, cfg.mds_mode, seed=cfg.seed)
@@ -206,6 +230,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         ``{"inner": Dataset, "meta": Dataset, "meta_gap": Dataset, "files": [Path, ...]}``.
     """
     out = Path(out)
+    check_record(ds)
     layers = fd.layer_names(ds)
     bar = tqdm(total=5, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
     results, files = {}, []
@@ -246,6 +271,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
+    check_record(ds)
     res = fd.training_change(ds, cfg.spec())
     return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 
