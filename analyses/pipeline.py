@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import xarray as xr
+from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
@@ -26,6 +28,7 @@ from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot
                             plot_rdm_of_rdms, plot_training_change)
 from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.uncertainty import check_n_boot
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
            "choose_lag", "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
@@ -57,6 +60,17 @@ class AnalysisConfig:
         Torch device for CKA ("cuda" on a GPU machine).
     formats : tuple of str
         Figure file formats (matplotlib names), default PNG and PDF.
+
+    Every field is checked on construction, so a bad choice fails before anything is
+    computed or written, with a message naming the field, its command-line option, the
+    value and what is allowed.
+
+    Examples
+    --------
+    >>> AnalysisConfig(n_boot=0)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: n_boot (--n-boot) = 0: a 95% percentile bootstrap CI needs a whole number of at least 40 resamples ...
     """
 
     measures: tuple = ("rsa", "cka_linear")
@@ -73,18 +87,50 @@ class AnalysisConfig:
     formats: tuple = ("png", "pdf")
 
     def __post_init__(self):
-        for m in (*self.measures, self.primary):
-            get_measure(m)
+        for name in ("measures", "fig3_inner_steps", "formats"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                _refuse(name, getattr(self, name), "a tuple (e.g. ('rsa',)), not a string")
+        self.measures, self.fig3_inner_steps, self.formats = (
+            tuple(self.measures), tuple(self.fig3_inner_steps), tuple(self.formats))
+        for name in ("measures", "primary"):
+            for m in getattr(self, name) if name == "measures" else (self.primary,):
+                try:
+                    get_measure(m)
+                except AnalysisError as err:
+                    raise AnalysisError(f"{_option(name)}: {err}") from None
+        if not self.measures or len(set(self.measures)) != len(self.measures):
+            _refuse("measures", self.measures, "one or more different measure names")
         if self.rdm_method not in RDM_METHODS:
-            raise AnalysisError(f"Unknown rdm_method {self.rdm_method!r}. Expected one of {sorted(RDM_METHODS)}")
+            _refuse("rdm_method", self.rdm_method, f"one of {sorted(RDM_METHODS)}")
         if self.mds_mode not in MDS_MODES:
-            raise AnalysisError(f"Unknown mds_mode {self.mds_mode!r}. Expected one of {sorted(MDS_MODES)}")
+            _refuse("mds_mode", self.mds_mode, f"one of {sorted(MDS_MODES)}")
+        for name in ("meta_gap", "fig3_checkpoints", "fig3_tasks"):
+            if not _whole(getattr(self, name), 1):
+                _refuse(name, getattr(self, name), "a whole number >= 1")
+        if not self.fig3_inner_steps or not all(_whole(s, 0) for s in self.fig3_inner_steps):
+            _refuse("fig3_inner_steps", self.fig3_inner_steps, "one or more whole numbers >= 0")
+        if not _whole(self.seed, 0):
+            _refuse("seed", self.seed, "a whole number >= 0")
+        try:
+            check_n_boot(self.n_boot)
+        except AnalysisError as err:
+            raise AnalysisError(f"{_option('n_boot')} = {self.n_boot!r}: {err}") from None
+        known = FigureCanvasBase.get_supported_filetypes()
+        if not self.formats or any(f not in known for f in self.formats):
+            _refuse("formats", ",".join(map(str, self.formats)), f"one or more of {sorted(known)}")
+        if self.device is not None:
+            try:
+                dev = torch.device(self.device)
+            except (RuntimeError, TypeError):
+                _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
 
     def options(self, measure: str) -> dict:
         """Options passed to :func:`repscope.analyses.compare` for ``measure``."""
-        if measure == "rsa":
-            return {"rdm_method": self.rdm_method}
-        return {"device": self.device} if self.device else {}
+        allowed = get_measure(measure).defaults
+        opts = {"rdm_method": self.rdm_method, "device": self.device}
+        return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
     def spec(self) -> dict:
         return {m: self.options(m) for m in self.measures}
@@ -119,6 +165,22 @@ def record_kind(ds: xr.Dataset) -> str:
                             "and repscope.training.supervised); name the run with --maml-run or "
                             "--mnist-run instead")
     return kind
+
+
+_CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "n_boot", "seed", "device",
+               "formats"}  # the fields python analyses/layer_similarity.py sets from its options
+
+
+def _option(field: str) -> str:
+    return f"{field} (--{field.replace('_', '-')})" if field in _CLI_FIELDS else field
+
+
+def _refuse(field: str, value, allowed: str):
+    raise AnalysisError(f"{_option(field)} = {value!r} is not allowed; expected {allowed}")
+
+
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
 
 
 def is_supervised(ds: xr.Dataset) -> bool:

@@ -144,3 +144,14 @@ def test_a_diverged_record_is_refused_before_anything_is_written(data_root, tmp_
     with pytest.raises(AnalysisError, match=r"checkpoint=5, task=0, inner_step=0 \(Inf\)"):
         analyse_supervised(sup, AnalysisConfig(measures=("rsa",), formats=("png",)), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bootstrap_too_small_for_its_ci_is_refused():
+    from repscope.analyses import bootstrap_ci
+
+    da = xr.DataArray(np.arange(10.0), dims="task")
+    for n_boot in (0, 1, 39, 2.5):
+        with pytest.raises(AnalysisError, match="at least 40 resamples"):
+            bootstrap_ci(da, n_boot=n_boot)
+    ci = bootstrap_ci(da, n_boot=40)
+    assert float(ci["lower"]) < float(ci["upper"])
