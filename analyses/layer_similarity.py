@@ -18,10 +18,9 @@ With no arguments this runs the quick end-to-end path on a fresh machine:
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
 ``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
 and ``miniimagenet-5way-1shot`` when Mini-ImageNet data are present), records 50 tasks
-at every 1000th step and analyses them: a GPU job. One paper meta-step takes 2.2 s on an
-H200 (tasks run one after another, so it is bound by kernel launches) and 6.4 s on one
-CPU core (``bench/bench_maml.py``): about 37 GPU-hours or 106 CPU-hours per MAML
-run. ``--maml-run`` /
+at every 1000th step and analyses them: a GPU job (its run time, measured by
+``bench/bench_maml.py``, is on the benchmark page, ``docs/guide/benchmarks.rst``).
+``--maml-run`` /
 ``--mnist-run`` / ``--run`` analyse existing runs without training anything;
 ``--redraw`` redraws every figure from saved netCDF without recomputing.
 """
@@ -63,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="quick: CPU minutes (MAML 'quick' preset, 8 tasks); paper: the full "
-                        "reproduction (GPU, ~37 h per MAML run on an H200; Mini-ImageNet when its data exist)")
+                        "reproduction (a GPU job, run time in docs/guide/benchmarks.rst; Mini-ImageNet "
+                        "when its data exist)")
     p.add_argument("--run", action="append", default=[], type=Path, metavar="DIR",
                    help="existing run folder (or its activations/ folder) to analyse; repeatable; "
                         "kind read from the record (the 'kind' its recorder stored: maml or supervised)")
