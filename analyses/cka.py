@@ -99,10 +99,15 @@ def gram(x, kernel: str = "linear", *, bandwidth: str = "paper", threshold: floa
     t = _as_tensor(x, device=device, dtype=dtype)
     if kernel == "linear":
         return t @ t.transpose(1, 2)
-    dots = t @ t.transpose(1, 2)
+    # Distances do not change when the stimulus mean is subtracted; it keeps the Gram
+    # formula |a|^2 + |b|^2 - 2 a.b from cancelling a large common offset.
+    c = t - t.mean(dim=1, keepdim=True)
+    dots = c @ c.transpose(1, 2)
     norms = torch.diagonal(dots, dim1=1, dim2=2)
     sq = (norms[:, :, None] + norms[:, None, :] - 2 * dots).clamp_min(0)
     sq.diagonal(dim1=1, dim2=2).zero_()
+    # identical stimuli: distance 0 exactly, not the GEMM's rounding
+    sq = sq.masked_fill((t == t[:, :1]).all(2).all(1)[:, None, None], 0)
     flat = sq.flatten(1)
     if bandwidth == "paper":
         sigma2 = torch.nanquantile(flat.masked_fill(flat == 0, float("nan")), 0.5, dim=1)
@@ -179,19 +184,23 @@ def cka_features(x, kernel: str = "linear", *, debiased: bool = False,
         debiased = True
     # trace of the uncentred Gram: the scale that rounding in the centring is relative to
     trace = (t * t).sum((1, 2)) if kernel == "linear" else torch.full(t.shape[:1], t.shape[1], dtype=t.dtype)
+    rounding = torch.finfo(t.dtype).eps
     if kernel == "linear" and t.dtype != torch.float64:
         # Centring the features first leaves HKH and the U-centred Gram unchanged and
         # keeps a low-precision Gram well conditioned; in float64 centring the small
-        # n x n Gram is enough and saves a pass over the (n, d) features.
+        # n x n Gram is enough and saves a pass over the (n, d) features. Rounding then
+        # enters the Gram squared (eps * |x| per feature).
         t = t - t.mean(dim=1, keepdim=True)
+        rounding = rounding ** 2
     c = _center(gram(t, kernel, bandwidth=bandwidth, threshold=threshold), debiased).reshape(b, -1)
-    _refuse_constant(c, trace.to(c.device).reshape(b, nb).sum(1), t.shape[1])
+    _refuse_constant(c, trace.to(c.device).reshape(b, nb).sum(1), t.shape[1], rounding)
     return c
 
 
-def _refuse_constant(c: torch.Tensor, trace: torch.Tensor, n: int) -> None:
-    """The one tolerance: a centred Gram below rounding of the uncentred one is zero."""
-    zero = c.norm(dim=1) <= n * torch.finfo(c.dtype).eps * trace
+def _refuse_constant(c: torch.Tensor, trace: torch.Tensor, n: int, rounding: float) -> None:
+    """The one tolerance: a centred Gram within rounding (``n * rounding`` of the
+    uncentred Gram's trace) of zero is zero: a constant representation."""
+    zero = c.norm(dim=1) <= n * rounding * trace
     if zero.any():
         raise AnalysisError(
             f"Constant representation at batch index {torch.nonzero(zero).flatten().tolist()[:10]}: "

@@ -109,15 +109,17 @@ def test_array_functions_refuse_too_few_stimuli():
         rdm_dissimilarity(r, r)
 
 
+@pytest.mark.parametrize("value", [0.1, 3.7, 1e5])
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
-def test_a_constant_representation_gives_one_error_everywhere(pair, kernel):
+def test_a_constant_representation_gives_one_error_everywhere(pair, kernel, value):
     """cka(), cka_matrix() and compare() share one normalisation, tolerance and error.
 
-    0.1 is not a power of two: the centred Gram of a constant representation is
-    rounding noise, not exactly zero, and must still be refused.
+    These values are not powers of two: the centred Gram (and the RBF distances) of a
+    constant representation are rounding noise, not exactly zero, and must still be
+    refused.
     """
     _, b = pair
-    const = xr.full_like(b, 0.1)
+    const = xr.full_like(b, value)
     measure = f"cka_{kernel}"
     msgs = []
     for call in (lambda: cka(const.values, b.values, kernel), lambda: cka_matrix([b.values, const.values], kernel=kernel),
@@ -155,3 +157,17 @@ def test_a_bootstrap_too_small_for_its_ci_is_refused():
             bootstrap_ci(da, n_boot=n_boot)
     ci = bootstrap_ci(da, n_boot=40)
     assert float(ci["lower"]) < float(ci["upper"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_constant_arrays_are_refused_whatever_the_rounding_of_their_distances(kernel, dtype):
+    import torch
+
+    y = np.random.default_rng(0).normal(size=(20, 8))
+    for value in (0.1, 3.7, 1e5):
+        with pytest.raises(AnalysisError, match="Constant representation"):
+            cka(np.full((20, 8), value), y, kernel, dtype=getattr(torch, dtype))
+    # a large offset with small, real variation is not constant
+    x = 1 + 1e-3 * np.random.default_rng(1).normal(size=(20, 8))
+    assert float(cka(x, y, kernel, dtype=getattr(torch, dtype))) == pytest.approx(float(cka(x, y, kernel)), abs=1e-4)
