@@ -5,6 +5,8 @@ Prints, from one run with interleaved repeats:
 * the median ratio (recorded forward) / (plain forward) for full feature maps,
   spatial-mean reduction and float16 storage (goal: <= 1.10x), and the one-off cost
   of ``to_dataset``;
+* what recycling the buffers of cleared recordings saves: full maps with fresh
+  buffers every recording against the recycled ones (median ratio recycled / fresh);
 * netCDF write throughput (MB/s of activations) with and without zlib compression;
 * netCDF read throughput of ``open_run`` and the share of it spent on checking each
   file's ``content_sha256`` (the same hash is computed once on writing).
@@ -67,6 +69,17 @@ class Conv4(nn.Module):
         return self.head(self.conv4(self.conv3(self.conv2(self.conv1(x)))).mean(dim=(2, 3)))
 
 
+class _FreshBuffers:
+    """A stand-in for the Probe's buffer pool that never reuses memory (the ablation)."""
+
+    def take(self, n, units, dtype, pinned):
+        return torch.empty((n, units), dtype=dtype, pin_memory=pinned)
+
+    def recycle(self, arrays, tensors):
+        arrays.clear()
+        tensors.clear()
+
+
 def _timed(fn, device: str) -> float:
     start = time.perf_counter()
     fn()
@@ -80,7 +93,9 @@ def bench_recording(net, x, names, labels, repeats, device):
         "full maps, float32": Probe(net, LAYERS),
         "spatial_mean, float32": Probe(net, LAYERS, reduce="spatial_mean"),
         "full maps, float16": Probe(net, LAYERS, dtype="float16"),
+        "full maps, float32, fresh buffers": Probe(net, LAYERS),
     }
+    variants["full maps, float32, fresh buffers"]._pool = _FreshBuffers()
     times = {"plain": []} | {k: [] for k in variants}
     assemble = {k: [] for k in variants}
 
@@ -109,6 +124,8 @@ def bench_recording(net, x, names, labels, repeats, device):
         print(f"record 5 layers ({name}): median {statistics.median(times[name]) * 1e3:.1f} ms, "
               f"median ratio {statistics.median(ratios):.3f}x (goal <= 1.10x); "
               f"to_dataset once {statistics.median(assemble[name]) * 1e3:.1f} ms")
+    reuse = [a / b for a, b in zip(times["full maps, float32"], times["full maps, float32, fresh buffers"])]
+    print(f"recycled buffers / fresh buffers (full maps, float32): median ratio {statistics.median(reuse):.3f}x")
 
 
 def bench_write(net, x, names, labels, repeats):

@@ -19,10 +19,10 @@ Presets (see :data:`PRESETS`):
     steps (10 at evaluation), 15 queries per class, meta-gradients clipped to
     [-10, 10], 60000 steps.
 ``quick``
-    CPU-sized (about 5 minutes on 2 cores): 20-way 1-shot on the two small background
+    CPU-sized (run time on the benchmark page): 20-way 1-shot on the two small background
     archives (242 characters: 172 train / 35 val / 35 test), so Lake's benchmark
     (evaluation alphabets) stays clean; meta-batch 4, 1 inner step in meta-training
-    (5 at evaluation), Adam 3e-3 (of ten CPU-sized variants tried for 230 s each, the
+    (5 at evaluation), Adam 3e-3 (of ten CPU-sized variants tried for the same time, the
     one that learned fastest), 750 steps, checkpoints at 0, 1, 2, 5, 10, 20, then every
     50 steps.
 """
