@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import xarray as xr
+from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
+from repscope.analyses.dims import to_cells
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
 from repscope.analyses.mds import MDS_MODES, mds_embedding
@@ -25,9 +28,10 @@ from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot
                             plot_rdm_of_rdms, plot_training_change)
 from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.uncertainty import check_n_boot
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "choose_lag", "is_supervised", "is_miniimagenet"]
+           "choose_lag", "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
 
 
 @dataclass
@@ -56,6 +60,17 @@ class AnalysisConfig:
         Torch device for CKA ("cuda" on a GPU machine).
     formats : tuple of str
         Figure file formats (matplotlib names), default PNG and PDF.
+
+    Every field is checked on construction, so a bad choice fails before anything is
+    computed or written, with a message naming the field, its command-line option, the
+    value and what is allowed.
+
+    Examples
+    --------
+    >>> AnalysisConfig(n_boot=0)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: n_boot (--n-boot) = 0: a 95% percentile bootstrap CI needs a whole number of at least 40 resamples ...
     """
 
     measures: tuple = ("rsa", "cka_linear")
@@ -72,18 +87,50 @@ class AnalysisConfig:
     formats: tuple = ("png", "pdf")
 
     def __post_init__(self):
-        for m in (*self.measures, self.primary):
-            get_measure(m)
+        for name in ("measures", "fig3_inner_steps", "formats"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                _refuse(name, getattr(self, name), "a tuple (e.g. ('rsa',)), not a string")
+        self.measures, self.fig3_inner_steps, self.formats = (
+            tuple(self.measures), tuple(self.fig3_inner_steps), tuple(self.formats))
+        for name in ("measures", "primary"):
+            for m in getattr(self, name) if name == "measures" else (self.primary,):
+                try:
+                    get_measure(m)
+                except AnalysisError as err:
+                    raise AnalysisError(f"{_option(name)}: {err}") from None
+        if not self.measures or len(set(self.measures)) != len(self.measures):
+            _refuse("measures", self.measures, "one or more different measure names")
         if self.rdm_method not in RDM_METHODS:
-            raise AnalysisError(f"Unknown rdm_method {self.rdm_method!r}. Expected one of {sorted(RDM_METHODS)}")
+            _refuse("rdm_method", self.rdm_method, f"one of {sorted(RDM_METHODS)}")
         if self.mds_mode not in MDS_MODES:
-            raise AnalysisError(f"Unknown mds_mode {self.mds_mode!r}. Expected one of {sorted(MDS_MODES)}")
+            _refuse("mds_mode", self.mds_mode, f"one of {sorted(MDS_MODES)}")
+        for name in ("meta_gap", "fig3_checkpoints", "fig3_tasks"):
+            if not _whole(getattr(self, name), 1):
+                _refuse(name, getattr(self, name), "a whole number >= 1")
+        if not self.fig3_inner_steps or not all(_whole(s, 0) for s in self.fig3_inner_steps):
+            _refuse("fig3_inner_steps", self.fig3_inner_steps, "one or more whole numbers >= 0")
+        if not _whole(self.seed, 0):
+            _refuse("seed", self.seed, "a whole number >= 0")
+        try:
+            check_n_boot(self.n_boot)
+        except AnalysisError as err:
+            raise AnalysisError(f"{_option('n_boot')} = {self.n_boot!r}: {err}") from None
+        known = FigureCanvasBase.get_supported_filetypes()
+        if not self.formats or any(f not in known for f in self.formats):
+            _refuse("formats", ",".join(map(str, self.formats)), f"one or more of {sorted(known)}")
+        if self.device is not None:
+            try:
+                dev = torch.device(self.device)
+            except (RuntimeError, TypeError):
+                _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
 
     def options(self, measure: str) -> dict:
         """Options passed to :func:`repscope.analyses.compare` for ``measure``."""
-        if measure == "rsa":
-            return {"rdm_method": self.rdm_method}
-        return {"device": self.device} if self.device else {}
+        allowed = get_measure(measure).defaults
+        opts = {"rdm_method": self.rdm_method, "device": self.device}
+        return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
     def spec(self) -> dict:
         return {m: self.options(m) for m in self.measures}
@@ -92,9 +139,59 @@ class AnalysisConfig:
         return json.dumps(dataclasses.asdict(self))
 
 
+RECORD_KINDS = ("maml", "supervised")
+
+
+def record_kind(ds: xr.Dataset) -> str:
+    """The ``kind`` the recorder stored in the record's config: "maml" or "supervised".
+
+    ``repscope.training.record`` writes ``{"kind": "maml", ...}`` and
+    ``repscope.training.supervised`` ``{"kind": "supervised", ...}`` into the ``config``
+    attribute; the shapes are not a reliable guide (a meta-learning record may hold one
+    task and inner step 0 only).
+
+    Examples
+    --------
+    >>> record_kind(xr.Dataset(attrs={"config": '{"kind": "supervised", "steps": 10}'}))
+    'supervised'
+    """
+    try:
+        kind = json.loads(ds.attrs.get("config", "{}")).get("kind")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in RECORD_KINDS:
+        raise AnalysisError(f"Cannot tell the kind of record: its config attribute has kind {kind!r}. "
+                            f"Expected one of {list(RECORD_KINDS)} (written by repscope.training.record "
+                            "and repscope.training.supervised); name the run with --maml-run or "
+                            "--mnist-run instead")
+    return kind
+
+
+_CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "n_boot", "seed", "device",
+               "formats"}  # the fields python analyses/layer_similarity.py sets from its options
+
+
+def _option(field: str) -> str:
+    return f"{field} (--{field.replace('_', '-')})" if field in _CLI_FIELDS else field
+
+
+def _refuse(field: str, value, allowed: str):
+    raise AnalysisError(f"{_option(field)} = {value!r} is not allowed; expected {allowed}")
+
+
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
 def is_supervised(ds: xr.Dataset) -> bool:
-    """A record with one task and only inner step 0 (the supervised control)."""
-    return ds.sizes.get("task", 1) == 1 and ds.sizes.get("inner_step", 1) == 1
+    """Whether the record is the supervised control (its stored ``kind``, see :func:`record_kind`).
+
+    Examples
+    --------
+    >>> is_supervised(xr.Dataset(attrs={"config": '{"kind": "maml", "run": {}}'}))
+    False
+    """
+    return record_kind(ds) == "supervised"
 
 
 def _find_key(obj, key):
@@ -145,10 +242,40 @@ def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
     return res
 
 
+def check_record(ds: xr.Dataset) -> None:
+    """Refuse a record with a NaN or Inf activation in any layer, naming the cells.
+
+    The figures and findings need every (checkpoint, task, inner_step) cell: a missing
+    (all-NaN) cell, e.g. from a diverged training run, is an error here, raised before
+    anything is computed or written.
+
+    Examples
+    --------
+    >>> x = np.ones((1, 1, 2, 3, 2))
+    >>> x[0, 0, 1] = np.nan
+    >>> ds = xr.Dataset({"head": (("checkpoint", "task", "inner_step", "stimulus", "unit_head"), x)},
+    ...                 coords={"checkpoint": [500], "task": [0], "inner_step": [0, 1]},
+    ...                 attrs={"layers": '["head"]'})
+    >>> check_record(ds)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: 'head' has non-finite values in 1 cell(s): checkpoint=500, task=0, inner_step=1 (all NaN). ...
+    """
+    for layer in fd.layer_names(ds):
+        to_cells(ds[layer], allow_missing=False)
+
+
 def _rdm_figure(ds, cfg, layers, sel):
     rdm = fd.rdm_of_rdms(ds, cfg.primary, selection=sel, layers=layers, **cfg.options(cfg.primary))
-    emb = mds_embedding(rdm, cfg.mds_mode, seed=0)
+    emb = mds_embedding(rdm, cfg.mds_mode, seed=cfg.seed)
     return xr.Dataset({"rdm_of_rdms": rdm, "mds": emb}, attrs={**rdm.attrs, "mds_mode": cfg.mds_mode})
+
+
+def _save_figure(res: xr.Dataset, figure: str, ds, cfg: AnalysisConfig, out: Path, source: str) -> list[Path]:
+    """Label ``res`` as ``figure``, save its values (``figXX.nc``) and its drawing."""
+    res.attrs["figure"] = figure
+    _provenance(res, ds, cfg, source)
+    return [save_netcdf(res, out / f"fig{figure}.nc"), *save_figure(draw(res), out / f"fig{figure}", cfg.formats)]
 
 
 def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
@@ -156,7 +283,8 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
     Figure 1b compares consecutive checkpoints; F2 uses the checkpoint gap nearest
     ``cfg.meta_gap`` steps, saved as ``f2_meta_change.nc`` when that is not one
-    checkpoint.
+    checkpoint. Figure 1b needs two checkpoints and figure 4 the ``accuracy`` variable;
+    each is left out when the record lacks it.
 
     Returns
     -------
@@ -164,52 +292,50 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         ``{"inner": Dataset, "meta": Dataset, "meta_gap": Dataset, "files": [Path, ...]}``.
     """
     out = Path(out)
+    check_record(ds)
     layers = fd.layer_names(ds)
-    files = []
-    stages = ["fig1a", "fig1b", "fig3", "fig5", "fig4"]
-    bar = tqdm(stages, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
-    results = {}
-    for stage in bar:
-        bar.set_postfix_str(stage)
-        if stage == "fig1a":
-            res = fd.inner_loop_change(ds, cfg.spec())
-            results["inner"] = res
-        elif stage == "fig1b":
-            if ds.sizes["checkpoint"] < 2:
-                continue
-            res = fd.meta_change(ds, cfg.spec(), lag=1)
-            results["meta"] = results["meta_gap"] = res
-            lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
-            if lag != 1:  # F2 compares with the gap nearest meta_gap steps
-                gap = _provenance(fd.meta_change(ds, cfg.spec(), lag=lag), ds, cfg, source)
-                files.append(save_netcdf(gap, out / "f2_meta_change.nc"))
-                results["meta_gap"] = gap
-        elif stage in ("fig3", "fig5"):
-            sel = fd.default_selection(ds, cfg.fig3_checkpoints, cfg.fig3_tasks, cfg.fig3_inner_steps)
-            body = layers[:-1] if len(layers) > 1 else layers
-            res = _rdm_figure(ds, cfg, body if stage == "fig3" else layers[-1:], sel)
-            if stage == "fig3" and is_miniimagenet(ds):
-                stage = "fig6"
-        else:
-            if "accuracy" not in ds:
-                continue
-            res = fd.accuracy_curves(ds)
-        res.attrs["figure"] = stage[3:]
-        _provenance(res, ds, cfg, source)
-        files.append(save_netcdf(res, out / f"{stage}.nc"))
-        files += save_figure(draw(res), out / stage, cfg.formats)
+    bar = tqdm(total=5, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
+    results, files = {}, []
+
+    bar.set_postfix_str("fig1a")
+    results["inner"] = fd.inner_loop_change(ds, cfg.spec())
+    files += _save_figure(results["inner"], "1a", ds, cfg, out, source)
+    bar.update()
+
+    bar.set_postfix_str("fig1b")
+    if ds.sizes["checkpoint"] >= 2:
+        results["meta"] = results["meta_gap"] = fd.meta_change(ds, cfg.spec(), lag=1)
+        lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
+        if lag != 1:  # F2 compares with the gap nearest meta_gap steps
+            gap = _provenance(fd.meta_change(ds, cfg.spec(), lag=lag), ds, cfg, source)
+            files.append(save_netcdf(gap, out / "f2_meta_change.nc"))
+            results["meta_gap"] = gap
+        files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
+    bar.update()
+
+    bar.set_postfix_str("fig3/5")
+    sel = fd.default_selection(ds, cfg.fig3_checkpoints, cfg.fig3_tasks, cfg.fig3_inner_steps)
+    body = layers[:-1] if len(layers) > 1 else layers
+    files += _save_figure(_rdm_figure(ds, cfg, body, sel), "6" if is_miniimagenet(ds) else "3",
+                          ds, cfg, out, source)
+    bar.update()
+    files += _save_figure(_rdm_figure(ds, cfg, layers[-1:], sel), "5", ds, cfg, out, source)
+    bar.update()
+
+    bar.set_postfix_str("fig4")
+    if "accuracy" in ds:
+        files += _save_figure(fd.accuracy_curves(ds), "4", ds, cfg, out, source)
+    bar.update()
+    bar.close()
     results["files"] = files
     return results
 
 
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
+    check_record(ds)
     res = fd.training_change(ds, cfg.spec())
-    res.attrs["figure"] = "2"
-    _provenance(res, ds, cfg, source)
-    files = [save_netcdf(res, Path(out) / "fig2.nc")]
-    files += save_figure(draw(res), Path(out) / "fig2", cfg.formats)
-    return {"supervised": res, "files": files}
+    return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 
 
 def draw(res: xr.Dataset):

@@ -21,8 +21,8 @@ from repscope.training.errors import TrainingError
 from repscope.training.maml import main as maml_main
 from repscope.training.maml import train
 from repscope.training.model import build_model
-from repscope.training.record import (RecordConfig, _probe_set, analysis_tasks, make_probe,
-                                      record_checkpoint)
+from repscope.probes import Probe
+from repscope.training.record import RecordConfig, _probe_set, analysis_tasks, record_checkpoint
 from repscope.training.tasks import task_samplers
 
 TIGHT = 1e-10
@@ -159,9 +159,9 @@ def test_recordings_equal_higher_in_float64():
     model = build_model(cfg).double()
     out = {}
     for engine in ENGINES:
-        rec = RecordConfig(tasks=3, inner_steps=(0, 1, 3), eval_tasks=3, dtype="float64",
-                           progress=False, engine=engine)
-        probe = make_probe(model, rec)
+        rec = RecordConfig(tasks=3, inner_steps=(0, 1, 3), eval_tasks=3, progress=False,
+                           engine=engine)
+        probe = Probe(model, layers=list(rec.layers), dtype="float64")  # stored in float64
         out[engine] = record_checkpoint(model, probe, cfg, rec, tasks, probe_set, eval_eps, 7,
                                         {"kind": "test"})
     a, b = out["higher"], out["batched"]
