@@ -245,10 +245,10 @@ def test_resume_with_the_other_engine(tmp_path, data_root):
 
 
 def test_unknown_engine_is_refused_before_anything_is_written(tmp_path, capsys):
-    with pytest.raises(TrainingError, match=r"Unknown engine 'jax'. Expected one of"):
+    with pytest.raises(TrainingError, match=r"Unknown engine.*'jax'. Expected one of"):
         get_preset("quick", engine="jax")
-    with pytest.raises(TrainingError, match=r"Unknown engine 'jax'"):
+    with pytest.raises(TrainingError, match=r"Unknown engine.*'jax'"):
         RecordConfig(engine="jax")
     assert maml_main(["--out", str(tmp_path / "r"), "--engine", "jax"]) == 2
-    assert "Unknown engine 'jax'" in capsys.readouterr().err
+    assert "'jax'. Expected one of" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

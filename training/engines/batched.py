@@ -27,7 +27,7 @@ from ..inner import adapted_parameter_names
 from .network import batched_forward
 from .tensors import stack_episodes
 
-__all__ = ["task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt", "batched_evaluate",
+__all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt", "batched_evaluate",
            "batched_adapt_tasks", "TaskNetwork"]
 
 #: Batch-norm kernel of the batched network (see ``network.BATCH_NORMS``).
@@ -141,6 +141,18 @@ def meta_gradients(model, sx, sy, qx, qy, config, n_total=None):
     (default: their number), so that chunks of a meta-batch add up to the whole. Pure
     tensor code with no host synchronisation, so that it can also be captured in a CUDA
     graph (:mod:`repscope.training.engines.cuda_graph`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.model import build_model
+    >>> cfg = get_preset("quick", n_way=3, inner_steps=1)
+    >>> _ = torch.manual_seed(0)
+    >>> net, x, y = build_model(cfg), torch.randn(2, 3, 1, 28, 28), torch.arange(3).repeat(2, 1)
+    >>> grads, metrics = meta_gradients(net, x, y, x, y, cfg)
+    >>> len(grads) == len(list(net.parameters())), sorted(metrics)
+    (True, ['post_acc', 'post_loss', 'pre_acc', 'pre_loss'])
     """
     n_tasks = sx.shape[0] if n_total is None else n_total  # divides losses and metrics
     names = adapted_parameter_names(model, config)

@@ -22,7 +22,9 @@ __all__ = ["batched_forward", "BATCH_NORMS"]
 
 #: How batch norm is computed over the task-major channels (both are exact:
 #: tests/test_engines.py compares them in float64). ``"fused"`` is PyTorch's own
-#: kernel, ``"plain"`` the mean/var formula of :mod:`repscope.training.norm`.
+#: kernel with a unit scale (with no scale at all its double backward fails when the
+#: offsets are adapted), used by the engine: it is the faster on a CPU. ``"plain"`` is
+#: the mean/var formula of :mod:`repscope.training.norm`.
 BATCH_NORMS = {
     "fused": lambda x, beta, eps: F.batch_norm(x, None, None, torch.ones_like(beta), beta, True,
                                                0.0, eps),
