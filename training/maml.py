@@ -293,8 +293,8 @@ def _parse_value(kind, optional):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m repscope.training.maml",
-        description="Meta-train the conv4 network of Finn et al. (2017) with MAML (via "
-                    "higher) and write a run folder: config.json, checkpoints/, "
+        description="Meta-train the conv4 network of Finn et al. (2017) with MAML (--engine "
+                    "higher or batched) and write a run folder: config.json, checkpoints/, "
                     "metrics.jsonl, evaluation.json. Presets: " + ", ".join(sorted(PRESETS))
                     + ". Every option below overrides the value of the preset (see training/config.py "
                     "for each preset's values).",
