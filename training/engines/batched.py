@@ -34,8 +34,9 @@ __all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_step", "meta_gradients", "b
 NORM = "fused"
 #: Tasks computed together, by device type. On one CPU thread grouped convolutions
 #: of more than a few tasks get slower per task (bench/bench_maml.py), so the CPU takes
-#: 4 at a time; a GPU takes up to 600 (a whole 600-task evaluation in one call).
-TASK_CHUNK = {"cpu": 4, "cuda": 600}
+#: 4 at a time; a GPU takes 150 (a whole meta-batch; a 600-task evaluation in 4 calls,
+#: whose largest activation, Mini-ImageNet's 75 query images per task, is 10 GB).
+TASK_CHUNK = {"cpu": 4, "cuda": 150}
 
 
 def task_chunk(device) -> int:
