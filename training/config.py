@@ -124,7 +124,8 @@ class MAMLConfig:
     engine: str = _f("higher", f"Inner-loop engine, one of {list(ENGINE_NAMES)}: 'higher' (the "
                      "reference; tasks one after another through the higher library) or "
                      "'batched' (all tasks of a meta-batch at once; equal to rounding, faster; "
-                     "see the benchmarks page). May change on --resume.")
+                     "see the benchmarks page). May change on --resume (the results then agree to "
+                     "rounding, not bit for bit).")
     progress: bool = _f(True, "Show a tqdm progress bar.")
     threads: int = _f(1, THREADS_HELP + " Keep it unchanged across --resume for bit-exact "
                       "results.")
