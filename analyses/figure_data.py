@@ -114,29 +114,66 @@ def inner_loop_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linea
 
 
 def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
-                lag: int = 1, inner_step: int = 0,
+                lag: int = 1, inner_step: int = 0, pairs: Sequence[tuple[int, int]] | None = None,
                 layers: Sequence[str] | None = None) -> xr.Dataset:
     """Figure 1b: representation at checkpoint ``t`` vs ``lag`` checkpoints earlier.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    measures : list of str or dict of {name: options}
+    lag : int
+        Compare each checkpoint with the one ``lag`` positions earlier.
+    inner_step : int
+        The inner step compared (0: the meta-initialised representation).
+    pairs : list of (int, int), optional
+        Explicit ``(earlier, later)`` checkpoint steps instead of ``lag``; each later
+        step at most once (used by F2 to compare checkpoints an exact number of steps
+        apart).
+    layers : list of str, optional
 
     Returns
     -------
     xarray.Dataset
         One variable per measure, dims (layer, checkpoint, task); ``checkpoint`` is
         the later checkpoint and the coordinate ``previous`` the earlier one.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"fc": (("checkpoint", "task", "inner_step", "stimulus", "unit_fc"),
+    ...                         np.random.default_rng(0).normal(size=(3, 1, 1, 6, 4)),
+    ...                         {"role": "layer"})},
+    ...                 coords={"checkpoint": [0, 50, 100], "task": [0], "inner_step": [0]},
+    ...                 attrs={"layers": '["fc"]'})
+    >>> meta_change(ds, ["rsa"], pairs=[(0, 100)])["previous"].values.tolist()
+    [0]
     """
     ck = ds["checkpoint"].values
-    if len(ck) <= lag:
-        raise AnalysisError(f"meta_change needs more than lag={lag} checkpoints; got {ck.tolist()}")
+    if pairs is None:
+        if len(ck) <= lag:
+            raise AnalysisError(f"meta_change needs more than lag={lag} checkpoints; got {ck.tolist()}")
+        earlier_ck, later_ck = ck[:-lag], ck[lag:]
+    else:
+        pairs = [(int(a), int(b)) for a, b in pairs]
+        missing = sorted({c for p in pairs for c in p} - set(ck.tolist()))
+        if missing or not pairs:
+            raise AnalysisError(f"meta_change pairs {pairs} need checkpoints {missing or 'given'}; "
+                                f"recorded: {ck.tolist()}")
+        later_ck = np.asarray([b for _, b in pairs])
+        if len(set(later_ck.tolist())) != len(later_ck):
+            raise AnalysisError(f"meta_change pairs {pairs} repeat a later checkpoint")
+        earlier_ck = np.asarray([a for a, _ in pairs])
 
     def pair(x):
         x = x.sel(inner_step=inner_step)
-        later = x.isel(checkpoint=slice(lag, None))
-        earlier = x.isel(checkpoint=slice(None, -lag)).assign_coords(checkpoint=later["checkpoint"].values)
+        later = x.sel(checkpoint=later_ck)
+        earlier = x.sel(checkpoint=earlier_ck).assign_coords(checkpoint=later["checkpoint"].values)
         return later, earlier
 
     res = _per_layer(ds, layers, measures, pair)
-    res = res.assign_coords(previous=("checkpoint", ck[:-lag]))
-    res.attrs = {"figure": "1b", "lag_checkpoints": lag, "inner_step": inner_step}
+    res = res.assign_coords(previous=("checkpoint", np.asarray(earlier_ck)))
+    res.attrs = {"figure": "1b", "inner_step": inner_step,
+                 **({"lag_checkpoints": lag} if pairs is None else {"pairs": json.dumps(pairs)})}
     return res
 
 

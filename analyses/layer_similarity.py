@@ -212,10 +212,12 @@ def main(argv=None) -> int:
         if mnist_run is not None:
             res = analyse_supervised(_open(mnist_run), cfg, args.results / Path(mnist_run).name, str(mnist_run))
             supervised = res["supervised"]
-        maml = {}
+        maml, records = {}, {}
         for run in maml_runs:
-            maml[Path(run).name] = analyse_maml(_open(run), cfg, args.results / Path(run).name, str(run))
-        summary = summarize(maml, supervised, cfg)
+            records[Path(run).name] = _open(run)
+            maml[Path(run).name] = analyse_maml(records[Path(run).name], cfg,
+                                                args.results / Path(run).name, str(run))
+        summary = summarize(maml, supervised, cfg, records)
         path = save_text(summary, args.results / "findings.md")
         print(summary)
         print(f"[layer_similarity] analysis took {time.time() - t0:.0f} s; results in {args.results}, "

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
 from repscope.analyses.errors import AnalysisError
-from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
+from repscope.analyses.findings import assess, findings_markdown, supervised_depth_order
 from repscope.analyses.mds import MDS_MODES, mds_embedding
 from repscope.analyses.measures import get_measure
 from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
@@ -241,20 +241,20 @@ def redraw(folder: Path) -> list[Path]:
     return written
 
 
-def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: AnalysisConfig) -> str:
-    """Markdown findings for each analysed meta-learning run (F1-F3, primary and others)."""
+def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: AnalysisConfig,
+              records: dict[str, xr.Dataset] | None = None) -> str:
+    """Markdown findings for each analysed meta-learning run (F1-F3, every measure)."""
     parts = [f"Analysis settings: `{cfg.to_json()}`\n"]
     if not maml and supervised is not None:
         for m in cfg.measures:
-            f1 = finding_f1(None, supervised[m], n_boot=cfg.n_boot, seed=cfg.seed)
-            parts.append(findings_markdown(f1, None, None, measure=m, title=f"Findings: supervised control, {m}"))
+            s = supervised_depth_order(supervised[m])
+            parts.append(f"# Findings: supervised control, {m}\n\nF1 (descriptive, one network): "
+                         f"rho > 0 and `{s['late']}` > `{s['early']}` at {s['holds']} after step 0.\n")
     for name, res in maml.items():
         for m in cfg.measures:
-            inner = res["inner"][m]
             sup = supervised[m] if supervised is not None and m in supervised else None
-            f1 = finding_f1(inner, sup, n_boot=cfg.n_boot, seed=cfg.seed)
-            f2 = (finding_f2(inner, res["meta_gap"][m], n_boot=cfg.n_boot, seed=cfg.seed)
-                  if "meta_gap" in res else None)
-            f3 = finding_f3(inner, n_boot=cfg.n_boot, seed=cfg.seed)
-            parts.append(findings_markdown(f1, f2, f3, measure=m, title=f"Findings: {name}, {m}"))
+            result = assess(records[name], m, cfg.options(m), meta_gap=cfg.meta_gap,
+                            inner=res["inner"][m], supervised=sup, n_boot=cfg.n_boot, seed=cfg.seed)
+            parts.append(findings_markdown(result, title=f"Findings: {name}, {m}"))
     return "\n".join(parts)
+
