@@ -269,7 +269,8 @@ def rdm_of_rdms(ds: xr.Dataset, measure: str = "rsa", *, selection: Mapping | No
     return out
 
 
-def accuracy_curves(ds: xr.Dataset, inner_step: int | None = None, z: float = 1.96) -> xr.Dataset:
+def accuracy_curves(ds: xr.Dataset, inner_step: int | None = 5, z: float = 1.96,
+                    tasks: Sequence[int] | int | None = 4) -> xr.Dataset:
     """Figure 4: analysed tasks' accuracy and the eval-task mean with a 95% CI.
 
     Parameters
@@ -278,27 +279,45 @@ def accuracy_curves(ds: xr.Dataset, inner_step: int | None = None, z: float = 1.
         Record with ``accuracy`` (checkpoint, task, inner_step) and optionally
         ``eval_accuracy`` (checkpoint, eval_task).
     inner_step : int, optional
-        Inner step of ``accuracy`` to show; default: ``eval_accuracy``'s
-        ``inner_steps`` attr when recorded, else the last step.
+        Inner step of ``accuracy`` to show: 5 (the paper's text) when recorded;
+        ``None`` or an unrecorded step falls back to ``eval_accuracy``'s
+        ``inner_steps`` attr when recorded, else the last step. The result's
+        ``inner_step`` attr says which was used.
     z : float
         CI half-width in standard errors (``mean +- 1.96 std / sqrt(n)``, as MAML).
+    tasks : int, list of int or None
+        The analysed tasks shown: the first ``tasks`` (default 4, the tasks of
+        figure 3), the listed ones, or all (None).
 
     Returns
     -------
     xarray.Dataset
         ``accuracy`` (checkpoint, task), and ``eval_mean``, ``eval_lower``,
         ``eval_upper`` (checkpoint) when ``eval_accuracy`` exists.
+
+    Examples
+    --------
+    >>> acc = xr.DataArray(np.full((2, 6, 3), 0.5), dims=("checkpoint", "task", "inner_step"),
+    ...                    coords={"checkpoint": [0, 100], "task": np.arange(6), "inner_step": [0, 5, 10]})
+    >>> res = accuracy_curves(xr.Dataset({"accuracy": acc}))
+    >>> res.attrs["inner_step"], res["task"].values.tolist()
+    (5, [0, 1, 2, 3])
     """
     if "accuracy" not in ds:
         raise AnalysisError(f"Record has no 'accuracy' variable; has {sorted(map(str, ds.data_vars))}")
     steps = ds["inner_step"].values.tolist()
-    if inner_step is None:
+    if inner_step is None or inner_step not in steps:
         want = ds["eval_accuracy"].attrs.get("inner_steps") if "eval_accuracy" in ds else None
         inner_step = int(want) if want is not None and int(want) in steps else steps[-1]
-    if inner_step not in steps:
-        raise AnalysisError(f"inner_step {inner_step} not recorded; available: {steps}")
-    out = xr.Dataset({"accuracy": ds["accuracy"].sel(inner_step=inner_step, drop=True)},
-                     attrs={"figure": "4", "inner_step": inner_step})
+    acc = ds["accuracy"].sel(inner_step=inner_step, drop=True)
+    if isinstance(tasks, int):
+        acc = acc.isel(task=slice(0, tasks))
+    elif tasks is not None:
+        missing = sorted(set(int(t) for t in tasks) - set(acc["task"].values.tolist()))
+        if missing:
+            raise AnalysisError(f"tasks {missing} not recorded; available: {acc['task'].values.tolist()}")
+        acc = acc.sel(task=list(tasks))
+    out = xr.Dataset({"accuracy": acc}, attrs={"figure": "4", "inner_step": inner_step})
     if "eval_accuracy" in ds:
         ev = ds["eval_accuracy"]
         n = ev.count("eval_task")

@@ -74,6 +74,10 @@ class MAMLConfig:
     n_test: Optional[int] = _f(35, "Omniglot characters in the test split (None: the rest).")
     rotate: bool = _f(True, "Rotate each class of a task by a random multiple of 90 degrees "
                       "during meta-training (Finn et al.'s augmentation).")
+    rotate_eval: bool = _f(False, "Also rotate the classes of validation and test tasks (and the "
+                           "recorded eval tasks) by random multiples of 90 degrees, as cbfinn/maml "
+                           "evaluates Omniglot; needed to compare with published accuracies. "
+                           "Analysis tasks are never rotated.")
     n_way: int = _f(20, "Classes per task (N).")
     k_shot: int = _f(1, "Support examples per class (K).")
     n_query: int = _f(1, "Query examples per class in meta-training.")
@@ -183,10 +187,10 @@ PRESETS = {
         n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=16, inner_steps=5,
         inner_steps_eval=10, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=1e-3,
         steps=60000, checkpoint_every=1000, val_every=1000, val_tasks=600, test_tasks=600,
-        lake_eval=False),
+        lake_eval=False, rotate_eval=True),
     "miniimagenet-5way-1shot": dict(
         dataset="miniimagenet", archives=(), n_train=None, n_val=None, n_test=None,
-        rotate=False, n_way=5, k_shot=1, n_query=15, n_query_eval=15, image_size=84,
+        rotate=False, n_way=5, k_shot=1, n_query=15, n_query_eval=1, image_size=84,
         in_channels=3, n_filters=32, stride=1, pool=True, features="flatten",
         head_init="xavier", meta_batch=4, inner_steps=5, inner_steps_eval=10, inner_lr=0.01,
         inner_loss="sum_over_k", meta_loss="sum_over_k", meta_clip=10.0, meta_lr=1e-3,

@@ -41,6 +41,7 @@ from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError
 from .model import Conv4
+from .reduction import PAPER_REDUCE, parse_reduce
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
@@ -78,7 +79,9 @@ class SupervisedConfig:
                     "folder, downloadable; else offline).")
     data: Optional[str] = _f(None, f"Data folder laid out like ../shared/data (default: ${DATA_ENV}, "
                              "else the download cache).")
-    reduce: str = _f("none", "Reduction of recorded conv maps: 'none' or 'spatial_mean'.")
+    reduce: str = _f(PAPER_REDUCE, "Reduction of recorded maps: 'paper' (conv4 after its spatial "
+                     "mean, 64 units, the rest in full, as the paper's code), 'none', 'spatial_mean' "
+                     "(every layer) or comma-separated LAYER=REDUCTION entries.")
     dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
     device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
     threads: int = _f(1, "torch CPU threads (0: torch's default). Small convolutions gain little "
@@ -93,6 +96,7 @@ class SupervisedConfig:
                 raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise TrainingError(f"lr must be positive, got {self.lr}")
+        parse_reduce(self.reduce, LAYERS)
 
     def recording_steps(self) -> list[int]:
         """Training steps at which the probe images are recorded."""
@@ -175,7 +179,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
     probe_x, probe_y = (t.to(device) for t in data["probe"])
     rng = np.random.default_rng(config.seed)
     order, cursor = rng.permutation(len(train_x)), 0
-    probe = Probe(model, layers=list(LAYERS), reduce=None if config.reduce == "none" else config.reduce,
+    probe = Probe(model, layers=list(LAYERS), reduce=parse_reduce(config.reduce, LAYERS),
                   dtype=config.dtype)
     done = set(existing_checkpoints(out / "activations"))
     record_at = config.recording_steps()
