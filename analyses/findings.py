@@ -391,19 +391,24 @@ def assess(ds: xr.Dataset, measure: str = "rsa", options: Mapping | None = None,
         trained = facts["meta_inner_steps"]
         inner_step = int(trained) if trained is not None and int(trained) in steps and int(trained) > 0 \
             else steps[-1]
-    if inner_step not in steps or inner_step == 0:
+    elif inner_step not in steps or inner_step == 0:
         raise AnalysisError(f"inner_step {inner_step} is not a recorded step after 0; recorded: {steps}")
     facts["inner_step"] = inner_step
     units, unit_text = independent_tasks(ds, ci_unit)
+    out = {"measure": measure, "options": {k: str(v) for k, v in spec[measure].items()},
+           "facts": facts, "units": {"tasks": units, "description": unit_text, "ci_unit": ci_unit},
+           "level": level, "plateau": {"start": None, "reason": "not looked for"}}
+    if inner_step == 0:
+        why = f"no inner step after 0 is recorded (recorded: {steps})"
+        return {**out, "f1": _untestable(why), "f3": _untestable(why, meta_inner_steps=facts["meta_inner_steps"],
+                                                                 paper_inner_steps=PAPER_INNER_STEPS),
+                **{k: _untestable(why, gap=0, label=k) for k in ("f2", "f2_scaled", "fig3", "fig3_scaled")}}
     layers = fd.layer_names(ds)
     if inner is None or "inner_step" not in inner.dims:
         inner = fd.inner_loop_change(ds, spec, after="all")[measure]
     ch = change(inner)
     after = ch.sel(inner_step=inner_step, drop=True)
     kw = dict(n_boot=n_boot, seed=seed, level=level)
-    out = {"measure": measure, "options": {k: str(v) for k, v in spec[measure].items()},
-           "facts": facts, "units": {"tasks": units, "description": unit_text, "ci_unit": ci_unit},
-           "level": level}
     out["f1"] = depth_order(after, units, **kw)
     if supervised is not None:
         out["f1"]["supervised"] = supervised_depth_order(supervised)
@@ -439,6 +444,10 @@ def _f3(ds, spec, ch, units, facts, **kw) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
+
+def _trained(k) -> str:
+    return "an unrecorded number of" if k is None else str(k)
+
 
 def _fmt(ci: dict) -> str:
     if np.isnan(ci["lower"]):
@@ -479,8 +488,7 @@ def findings_markdown(result: dict, *, title: str = "Findings") -> str:
     lines = [f"# {title}", "",
              f"Measure `{m}` {result.get('options') or ''} (change = {change_text}). Run: "
              f"{facts['run_steps']} meta-steps ({facts['run_steps_source']}), meta-trained with "
-             f"{facts['meta_inner_steps'] if facts['meta_inner_steps'] is not None else 'an unrecorded number of'} "
-             f"inner steps (the paper: {PAPER_INNER_STEPS}); \"after the inner loop\" = inner step "
+             f"{_trained(facts['meta_inner_steps'])} inner steps (the paper: {PAPER_INNER_STEPS}); \"after the inner loop\" = inner step "
              f"{facts['inner_step']}.", "",
              f"CIs: {pct}% percentile bootstrap over independent tasks (and over checkpoint pairs "
              f"where pooled); independent tasks: {result['units']['description']}.", ""]
@@ -520,8 +528,8 @@ def findings_markdown(result: dict, *, title: str = "Findings") -> str:
     f3 = result.get("f3")
     if f3:
         lines += [f"## F3: most of the inner-loop change happens in step 1: **{f3['verdict']}**", "",
-                  f"Meta-trained with {f3['meta_inner_steps']} inner steps; the paper's claim is about "
-                  f"{f3['paper_inner_steps']}.", ""]
+                  f"Meta-trained with {_trained(f3['meta_inner_steps'])} inner steps; the paper's claim "
+                  f"is about {f3['paper_inner_steps']}.", ""]
         if f3["verdict"] == NOT_TESTABLE:
             lines += [f"Not testable: {f3['reason']}.", ""]
         else:

@@ -25,9 +25,13 @@ from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot
                             plot_rdm_of_rdms, plot_training_change)
 from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.task_units import CI_UNITS
+from repscope.analyses.uncertainty import BANDS
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "choose_lag", "record_kind", "is_supervised", "is_miniimagenet"]
+           "record_kind", "is_supervised", "is_miniimagenet"]
+
+FIGURES = ("1a", "1b", "2", "3", "4", "5", "6")
 
 
 @dataclass
@@ -37,17 +41,33 @@ class AnalysisConfig:
     Attributes
     ----------
     measures : tuple of str
-        Measures for figures 1a, 1b and 2 (names of :data:`repscope.analyses.MEASURES`).
+        Measures for figures 1a and 1b and the findings (names of
+        :data:`repscope.analyses.MEASURES`), and for any figure without its own entry
+        in ``figure_measures``.
     primary : str
         Measure of the RDM of RDMs (figures 3, 5, 6) and of the findings.
     rdm_method : str
         First-order RDM for ``rsa``: "correlation" (the paper's 2021 code),
         "euclidean" (the paper's text; rsatoolbox's squared / n units) or "cosine".
+    figure_measures : dict of {str: tuple of str}
+        Measures of single figures, overriding ``measures``; default figure 2 with
+        ``rsa`` and ``cka_rbf``, as the paper's ``mnist.py``.
+    figure_rdm_method : dict of {str: str}
+        First-order RDM of single figures, overriding ``rdm_method``; default figure 2
+        ``euclidean``, as the paper's ``mnist.py``.
     mds_mode : str
         "paper" (min-max scaled rows, as the paper's code) or "precomputed".
     meta_gap : int
-        Meta-training steps for figure 1b and F2 (the paper: 1000); the nearest
-        multiple of the checkpoint spacing is used.
+        Meta-training steps of F2 (the paper: 1000), tested between saved checkpoints
+        exactly this far apart after the plateau, and scaled to the run's length
+        (:func:`repscope.analyses.findings.assess`). Figure 1b compares consecutive
+        checkpoints.
+    band : str
+        Error band of figures 1a and 1b: "std" (+- 1 std over tasks, the published
+        figure) or "sem" (+- 1.96 SEM).
+    ci_unit : str
+        Independent units of the findings' CIs: "disjoint" (tasks with pairwise
+        disjoint characters) or "task" (every task, as if independent).
     fig3_checkpoints, fig3_tasks : int
         Sizes of the figure 3 selection; inner steps ``fig3_inner_steps``.
     n_boot, seed : int
@@ -62,7 +82,11 @@ class AnalysisConfig:
     primary: str = "rsa"
     rdm_method: str = "correlation"
     mds_mode: str = "paper"
+    figure_measures: dict = dataclasses.field(default_factory=lambda: {"2": ("rsa", "cka_rbf")})
+    figure_rdm_method: dict = dataclasses.field(default_factory=lambda: {"2": "euclidean"})
     meta_gap: int = 1000
+    band: str = "std"
+    ci_unit: str = "disjoint"
     fig3_checkpoints: int = 5
     fig3_tasks: int = 4
     fig3_inner_steps: tuple = (0, 1, 5, 10)
@@ -72,21 +96,30 @@ class AnalysisConfig:
     formats: tuple = ("png", "pdf")
 
     def __post_init__(self):
-        for m in (*self.measures, self.primary):
+        self.figure_measures = {str(k): tuple(v) for k, v in self.figure_measures.items()}
+        self.figure_rdm_method = {str(k): str(v) for k, v in self.figure_rdm_method.items()}
+        for m in (*self.measures, self.primary, *(x for v in self.figure_measures.values() for x in v)):
             get_measure(m)
-        if self.rdm_method not in RDM_METHODS:
-            raise AnalysisError(f"Unknown rdm_method {self.rdm_method!r}. Expected one of {sorted(RDM_METHODS)}")
-        if self.mds_mode not in MDS_MODES:
-            raise AnalysisError(f"Unknown mds_mode {self.mds_mode!r}. Expected one of {sorted(MDS_MODES)}")
+        for name, value, allowed in (
+                [("rdm_method", self.rdm_method, RDM_METHODS), ("mds_mode", self.mds_mode, MDS_MODES),
+                 ("band", self.band, BANDS), ("ci_unit", self.ci_unit, CI_UNITS)]
+                + [(f"rdm_method of figure {k}", v, RDM_METHODS) for k, v in self.figure_rdm_method.items()]):
+            if value not in allowed:
+                raise AnalysisError(f"Unknown {name} {value!r}. Expected one of {sorted(allowed)}")
+        bad = sorted(k for k in {*self.figure_measures, *self.figure_rdm_method} if k not in FIGURES)
+        if bad:
+            raise AnalysisError(f"Unknown figure(s) {bad} in per-figure settings. Expected among {list(FIGURES)}")
 
-    def options(self, measure: str) -> dict:
-        """Options passed to :func:`repscope.analyses.compare` for ``measure``."""
+    def options(self, measure: str, figure: str | None = None) -> dict:
+        """Options passed to :func:`repscope.analyses.compare` for ``measure`` (in ``figure``)."""
         if measure == "rsa":
-            return {"rdm_method": self.rdm_method}
+            return {"rdm_method": self.figure_rdm_method.get(str(figure), self.rdm_method)}
         return {"device": self.device} if self.device else {}
 
-    def spec(self) -> dict:
-        return {m: self.options(m) for m in self.measures}
+    def spec(self, figure: str | None = None) -> dict:
+        """``{measure: options}`` of ``figure`` (default: the general ``measures``)."""
+        names = self.figure_measures.get(str(figure), self.measures)
+        return {m: self.options(m, figure) for m in names}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -157,21 +190,6 @@ def is_miniimagenet(ds: xr.Dataset) -> bool:
                for v in _find_key(cfg, "dataset"))
 
 
-def choose_lag(checkpoints, gap: int) -> int:
-    """Number of checkpoints closest to ``gap`` training steps (at least 1).
-
-    Examples
-    --------
-    >>> choose_lag([0, 100, 200, 300, 400], 1000), choose_lag(range(0, 5000, 1000), 1000)
-    (4, 1)
-    """
-    ck = np.asarray(list(checkpoints))
-    if len(ck) < 2:
-        raise AnalysisError(f"Need at least 2 checkpoints for a meta-training gap; got {ck.tolist()}")
-    step = float(np.median(np.diff(ck)))
-    return int(np.clip(round(gap / step), 1, len(ck) - 1))
-
-
 def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
     res.attrs.update({"analysis_config": cfg.to_json(), "source": source,
                       "run_config": ds.attrs.get("config", "{}"),
@@ -195,15 +213,15 @@ def _save_figure(res: xr.Dataset, figure: str, ds, cfg: AnalysisConfig, out: Pat
 def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figures 1a, 1b, 3 (or 6 for Mini-ImageNet), 4, 5 of one meta-learning record.
 
-    Figure 1b compares consecutive checkpoints; F2 uses the checkpoint gap nearest
-    ``cfg.meta_gap`` steps, saved as ``f2_meta_change.nc`` when that is not one
-    checkpoint. Figure 1b needs two checkpoints and figure 4 the ``accuracy`` variable;
-    each is left out when the record lacks it.
+    Figure 1b compares consecutive checkpoints (F2 picks its own pairs, exactly
+    ``cfg.meta_gap`` steps apart, in :func:`summarize`). Figure 1b needs two
+    checkpoints and figure 4 the ``accuracy`` variable; each is left out when the
+    record lacks it.
 
     Returns
     -------
     dict
-        ``{"inner": Dataset, "meta": Dataset, "meta_gap": Dataset, "files": [Path, ...]}``.
+        ``{"inner": Dataset, "meta": Dataset, "files": [Path, ...]}``.
     """
     out = Path(out)
     layers = fd.layer_names(ds)
@@ -211,18 +229,13 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
     results, files = {}, []
 
     bar.set_postfix_str("fig1a")
-    results["inner"] = fd.inner_loop_change(ds, cfg.spec())
+    results["inner"] = fd.inner_loop_change(ds, cfg.spec("1a")).assign_attrs(band=cfg.band)
     files += _save_figure(results["inner"], "1a", ds, cfg, out, source)
     bar.update()
 
     bar.set_postfix_str("fig1b")
     if ds.sizes["checkpoint"] >= 2:
-        results["meta"] = results["meta_gap"] = fd.meta_change(ds, cfg.spec(), lag=1)
-        lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
-        if lag != 1:  # F2 compares with the gap nearest meta_gap steps
-            gap = _provenance(fd.meta_change(ds, cfg.spec(), lag=lag), ds, cfg, source)
-            files.append(save_netcdf(gap, out / "f2_meta_change.nc"))
-            results["meta_gap"] = gap
+        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1).assign_attrs(band=cfg.band)
         files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
     bar.update()
 
@@ -237,7 +250,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
     bar.set_postfix_str("fig4")
     if "accuracy" in ds:
-        files += _save_figure(fd.accuracy_curves(ds), "4", ds, cfg, out, source)
+        files += _save_figure(fd.accuracy_curves(ds, tasks=sel["task"]), "4", ds, cfg, out, source)
     bar.update()
     bar.close()
     results["files"] = files
@@ -246,7 +259,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
-    res = fd.training_change(ds, cfg.spec())
+    res = fd.training_change(ds, cfg.spec("2"))
     return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 
 
@@ -285,14 +298,17 @@ def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: Analysi
     parts = [f"Analysis settings: `{cfg.to_json()}`\n"]
     if not maml and supervised is not None:
         for m in cfg.measures:
-            s = supervised_depth_order(supervised[m])
+            s = supervised_depth_order(supervised[m]) if m in supervised else None
+            if s is None:
+                continue
             parts.append(f"# Findings: supervised control, {m}\n\nF1 (descriptive, one network): "
                          f"rho > 0 and `{s['late']}` > `{s['early']}` at {s['holds']} after step 0.\n")
     for name, res in maml.items():
         for m in cfg.measures:
             sup = supervised[m] if supervised is not None and m in supervised else None
-            result = assess(records[name], m, cfg.options(m), meta_gap=cfg.meta_gap,
-                            inner=res["inner"][m], supervised=sup, n_boot=cfg.n_boot, seed=cfg.seed)
+            result = assess(records[name], m, cfg.options(m), meta_gap=cfg.meta_gap, ci_unit=cfg.ci_unit,
+                            inner=res["inner"][m] if m in res["inner"] else None, supervised=sup,
+                            n_boot=cfg.n_boot, seed=cfg.seed)
             parts.append(findings_markdown(result, title=f"Findings: {name}, {m}"))
     return "\n".join(parts)
 

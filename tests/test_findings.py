@@ -21,56 +21,9 @@ from repscope.analyses.findings import (NOT_TESTABLE, assess, depth_order, findi
                                         first_step, inner_vs_meta)
 from repscope.analyses.plateau import find_plateau, gap_pairs
 from repscope.analyses.task_units import independent_tasks
-from test_analyses_data import mnist
+from test_analyses_data import make_claims_record
 
-LAYERS = ("conv1", "conv2", "conv3", "head")
-WIDTHS = (40, 30, 20, 5)
 QUICK_LAYOUT = (0, 1, 2, 5, 10, 20) + tuple(range(50, 751, 50))
-
-
-def make_claims_record(data_root, *, checkpoints=tuple(range(0, 3001, 250)), n_tasks=6,
-                       inner_steps=(0, 1, 5, 10), inner_scale=(0.05, 0.2, 0.5, 1.5),
-                       meta_per_1000=0.02, step_profile="first", plateau_at=1500,
-                       n_test=None, meta_inner_steps=5, run_steps=None, seed=0) -> xr.Dataset:
-    """A record whose F1/F2/F3 truths are set by the arguments.
-
-    Each "layer" is its own random projection + ReLU of the pixels, so a layer's
-    representation moves exactly as its own weights do (no change flows downstream).
-
-    ``inner_scale``: per-layer size of the inner-loop weight change (increasing: F1
-    true). ``meta_per_1000``: weight drift of every layer per 1000 meta-steps, along a
-    fixed direction (small against ``inner_scale``: F2 true). ``step_profile``:
-    "first" puts 90% of the change in step 1 (F3 true), "linear" spreads it evenly
-    over 10 steps (F3 false). ``plateau_at``: the held-out accuracy rises linearly
-    until that step and is flat after it (None: rising to the end).
-    """
-    x, labels = mnist(data_root, 20)
-    rng = np.random.default_rng(seed)
-    base = [rng.normal(size=(784, o)) / np.sqrt(784) for o in WIDTHS]
-    meta_dir = [rng.normal(size=w.shape) / np.sqrt(w.shape[0]) for w in base]
-    task_dir = [[rng.normal(size=w.shape) / np.sqrt(w.shape[0]) for w in base] for _ in range(n_tasks)]
-    amount = {"first": lambda k: 1 - 0.1 ** k, "linear": lambda k: min(k, 10) / 10}[step_profile]
-    data = {n: np.zeros((len(checkpoints), n_tasks, len(inner_steps), 20, w)) for n, w in zip(LAYERS, WIDTHS)}
-    for c, step in enumerate(checkpoints):
-        meta = [b + meta_per_1000 * step / 1000 * d for b, d in zip(base, meta_dir)]
-        for t in range(n_tasks):
-            for k, s in enumerate(inner_steps):
-                ws = [m + amount(s) * sc * d for m, sc, d in zip(meta, inner_scale, task_dir[t])]
-                for name, w in zip(LAYERS, ws):  # each "layer" reads the pixels: no coupling
-                    data[name][c, t, k] = np.maximum(x @ w, 0)
-    ck = np.asarray(checkpoints, np.int64)
-    ds = xr.Dataset(coords={"checkpoint": ck, "task": np.arange(n_tasks), "inner_step": list(inner_steps),
-                            "stimulus": np.arange(20), "label": ("stimulus", labels)})
-    for name in LAYERS:
-        ds[name] = (("checkpoint", "task", "inner_step", "stimulus", f"unit_{name}"), data[name], {"role": "layer"})
-    level = np.minimum(ck, plateau_at if plateau_at is not None else ck.max() * 10) / ck.max()
-    ev = 0.1 + 0.6 * level[:, None] + rng.normal(0, 0.05, (len(ck), 200))
-    ds["eval_accuracy"] = (("checkpoint", "eval_task"), ev, {"role": "metric", "inner_steps": 10})
-    run = {"inner_steps": meta_inner_steps, "steps": run_steps or int(ck.max()), "n_way": 20,
-           "n_test": n_test if n_test is not None else 20 * n_tasks}
-    ds.attrs = {"layers": json.dumps(list(LAYERS)),
-                "config": json.dumps({"kind": "maml", "run": run, "record": {"tasks": n_tasks}})}
-    return ds
 
 
 def _assess(ds, **kw):

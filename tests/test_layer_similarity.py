@@ -8,7 +8,7 @@ import pytest
 
 from repscope.analyses import layer_similarity
 from repscope.analyses.saving import load_netcdf
-from test_analyses_data import make_record, make_supervised, write_run
+from test_analyses_data import make_claims_record, make_record, make_supervised, write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py"
 
@@ -16,8 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py
 @pytest.fixture(scope="module")
 def runs(data_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    write_run(make_record(data_root, checkpoints=(0, 1000, 2000), n_tasks=4, inner_steps=(0, 1, 5)),
-              root / "quick" / "activations")
+    write_run(make_claims_record(data_root), root / "quick" / "activations")
     write_run(make_supervised(data_root, steps=(0, 5, 10, 15), n_stimuli=20), root / "mnist" / "activations")
     return root
 
@@ -25,7 +24,7 @@ def runs(data_root, tmp_path_factory):
 def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys):
     out = tmp_path / "results"
     rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--mnist-run", str(runs / "mnist"),
-                                "--results", str(out), "--n-boot", "200"])
+                                "--results", str(out), "--n-boot", "200", "--meta-gap", "250"])
     assert rc == 0
     for name in ("fig1a", "fig1b", "fig3", "fig4", "fig5"):
         for ext in ("png", "pdf", "nc"):
@@ -37,6 +36,8 @@ def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys)
     # numbers with confidence intervals, e.g. "0.6607 [0.5705, 0.7262]"
     assert len(re.findall(r"-?\d+\.\d+(?:e-?\d+)? \[-?\d+\.\d+(?:e-?\d+)?, -?\d+\.\d+(?:e-?\d+)?\]", text)) >= 9
     assert "supervised MNIST control" in text.lower() or "Supervised MNIST control" in text
+    assert "F2 (exact, gap 250 steps): **supported**" in text  # the record is built for the claims
+    assert "scale-relative: 250/60000 of this run's 3000 steps" in text
     assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporaries
     cfg = load_netcdf(out / "quick" / "fig1a.nc").attrs["analysis_config"]
     assert '"rdm_method": "correlation"' in cfg
