@@ -25,6 +25,7 @@ from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot
                             plot_rdm_of_rdms, plot_training_change)
 from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.plateau import gap_pairs
 from repscope.analyses.task_units import CI_UNITS
 from repscope.analyses.uncertainty import BANDS
 
@@ -62,6 +63,10 @@ class AnalysisConfig:
         exactly this far apart after the plateau, and scaled to the run's length
         (:func:`repscope.analyses.findings.assess`). Figure 1b compares consecutive
         checkpoints.
+    fig1b_gap : int or None
+        Figure 1b compares consecutive checkpoints (None) or every pair of saved
+        checkpoints exactly this many steps apart (for records whose checkpoints are
+        not evenly spaced, such as the ``medium`` preset's).
     band : str
         Error band of figures 1a and 1b: "std" (+- 1 std over tasks, the published
         figure) or "sem" (+- 1.96 SEM).
@@ -85,6 +90,7 @@ class AnalysisConfig:
     figure_measures: dict = dataclasses.field(default_factory=lambda: {"2": ("rsa", "cka_rbf")})
     figure_rdm_method: dict = dataclasses.field(default_factory=lambda: {"2": "euclidean"})
     meta_gap: int = 1000
+    fig1b_gap: int | None = None
     band: str = "std"
     ci_unit: str = "disjoint"
     fig3_checkpoints: int = 5
@@ -235,7 +241,11 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
     bar.set_postfix_str("fig1b")
     if ds.sizes["checkpoint"] >= 2:
-        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1).assign_attrs(band=cfg.band)
+        pairs = None if cfg.fig1b_gap is None else gap_pairs(ds["checkpoint"].values, cfg.fig1b_gap)
+        if pairs == []:
+            raise AnalysisError(f"fig1b_gap {cfg.fig1b_gap}: no two saved checkpoints are that far apart; "
+                                f"checkpoints: {ds['checkpoint'].values.tolist()}")
+        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1, pairs=pairs).assign_attrs(band=cfg.band)
         files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
     bar.update()
 

@@ -160,3 +160,12 @@ def test_the_mds_of_figures_3_and_5_uses_the_configured_seed(data_root, tmp_path
         saved = load_netcdf(tmp_path / f"{fig}.nc")
         assert saved["mds"].attrs["seed"] == 7
         xr.testing.assert_allclose(saved["mds"], mds_embedding(saved["rdm_of_rdms"], "paper", seed=7))
+
+
+def test_figure_1b_at_a_fixed_gap_for_unevenly_spaced_checkpoints(record, tmp_path):
+    cfg = AnalysisConfig(measures=("rsa",), formats=("png",), fig1b_gap=1000)
+    res = analyse_maml(record, cfg, tmp_path, "runs/gap")
+    assert res["meta"]["previous"].values.tolist() == [0, 500]
+    assert res["meta"]["checkpoint"].values.tolist() == [1000, 1500]
+    with pytest.raises(AnalysisError, match="fig1b_gap 700"):
+        analyse_maml(record, AnalysisConfig(measures=("rsa",), formats=("png",), fig1b_gap=700), tmp_path, "x")

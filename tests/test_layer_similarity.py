@@ -77,6 +77,43 @@ def test_option_lists_match_the_registries():
     assert set(layer_similarity.MEASURE_NAMES) == set(MEASURES)
     assert set(layer_similarity.RDM_METHOD_NAMES) == set(RDM_METHODS)
     assert set(layer_similarity.MDS_MODE_NAMES) == set(MDS_MODES)
+    from repscope.analyses.pipeline import FIGURES
+    from repscope.analyses.task_units import CI_UNITS
+    from repscope.analyses.uncertainty import BANDS
+
+    assert set(layer_similarity.BAND_NAMES) == set(BANDS)
+    assert set(layer_similarity.CI_UNIT_NAMES) == set(CI_UNITS)
+    assert set(layer_similarity.FIGURE_NAMES) == set(FIGURES)
+
+
+def test_medium_preset_records_saved_checkpoints_at_the_scaled_gaps():
+    """The analysis preset names checkpoints the training preset saves, pairs at 1000/60000
+    and 10000/60000 of the run after its middle, and as many tasks as disjoint characters allow."""
+    from repscope.analyses.plateau import gap_pairs, scaled_gap
+    from repscope.training.config import checkpoint_steps, get_preset
+
+    cfg = get_preset("medium")
+    assert (cfg.n_way, cfg.k_shot, cfg.inner_steps, cfg.first_order) == (20, 1, 5, False)
+    rec = layer_similarity.PRESETS["medium"]["record"]
+    ck = [int(c) for c in rec[rec.index("--checkpoints") + 1].split(",")]
+    assert set(ck) <= set(checkpoint_steps(cfg)) and ck[-1] == cfg.steps
+    for gap in (scaled_gap(1000, cfg.steps), scaled_gap(10000, cfg.steps)):
+        assert len(gap_pairs(ck, gap, start=cfg.steps // 2)) >= 6
+    tasks = int(rec[rec.index("--tasks") + 1])
+    assert tasks * cfg.n_way <= cfg.n_test  # every analysed task uses its own characters
+    assert len(ck) <= 20  # recording cost: ~12 s per checkpoint on one CPU core
+
+
+def test_per_figure_options_reach_the_analysis(runs, tmp_path, capsys):
+    out = tmp_path / "pf"
+    rc = layer_similarity.main(["--mnist-run", str(runs / "mnist"), "--results", str(out), "--formats", "png",
+                                "--figure-measures", "2=rsa", "--figure-rdm-method", "2=cosine"])
+    assert rc == 0
+    fig2 = load_netcdf(out / "mnist" / "fig2.nc")
+    assert list(fig2.data_vars) == ["rsa"] and "cosine" in fig2["rsa"].attrs["options"]
+    assert layer_similarity.main(["--mnist-run", str(runs / "mnist"), "--results", str(out),
+                                  "--figure-rdm-method", "2:cosine"]) == 2
+    assert "Expected FIG=VALUE" in capsys.readouterr().err
 
 
 def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(tmp_path, monkeypatch):
