@@ -126,7 +126,7 @@ def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *
         Compare each checkpoint with the one ``lag`` positions earlier.
     inner_step : int
         The inner step compared (0: the meta-initialised representation).
-    pairs : list of (int, int), optional
+    pairs : list of tuple, optional
         Explicit ``(earlier, later)`` checkpoint steps instead of ``lag``; each later
         step at most once (used by F2 to compare checkpoints an exact number of steps
         apart).

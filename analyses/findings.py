@@ -55,7 +55,7 @@ from repscope.analyses.task_units import independent_tasks
 __all__ = ["change", "depth_order", "supervised_depth_order", "inner_vs_meta", "first_step",
            "assess", "findings_markdown", "MIN_UNITS", "NOT_TESTABLE"]
 
-#: Fewest independent tasks for a CI: with fewer, a percentile bootstrap cannot reach 95%.
+#: Fewest independent tasks for a CI (with fewer, a percentile bootstrap cannot reach 95%).
 MIN_UNITS = 5
 NOT_TESTABLE = "not testable with this run"
 PAPER_META_GAP = 1000
@@ -383,6 +383,21 @@ def assess(ds: xr.Dataset, measure: str = "rsa", options: Mapping | None = None,
         ``measure``, ``facts``, ``units``, ``plateau``, ``f1``, ``f2``, ``f2_scaled``,
         ``fig3``, ``fig3_scaled``, ``f3`` (dicts as returned by the rules, plus the
         cells used).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(2, 5, 2, 6, 8))  # checkpoint, task, step, stimulus, unit
+    >>> ds = xr.Dataset({n: (("checkpoint", "task", "inner_step", "stimulus", f"unit_{n}"), x, {"role": "layer"})
+    ...                  for n in ("conv1", "head")},
+    ...                 coords={"checkpoint": [0, 100], "task": range(5), "inner_step": [0, 1]},
+    ...                 attrs={"layers": '["conv1", "head"]'})
+    >>> r = assess(ds, "rsa", n_boot=50)
+    >>> r["f2"]["verdict"], r["f2"]["reason"][:60]
+    ('not testable with this run', 'no plateau: The record holds neither eval_accuracy nor accur')
+    >>> r["units"]["description"]
+    'all 5 analysed tasks, treated as independent: the record does not say which characters its tasks use'
+    >>> print(findings_markdown(r).splitlines()[0])
+    # Findings
     """
     spec = {measure: dict(options or {})}
     facts = _run_facts(ds)

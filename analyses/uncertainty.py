@@ -8,7 +8,7 @@ from repscope.analyses.errors import AnalysisError
 
 __all__ = ["mean_band", "bootstrap_ci", "BANDS"]
 
-#: Error bands of :func:`mean_band`: ``std`` (+- 1 standard deviation over tasks, the
+#: Error bands of :func:`mean_band`, ``std`` (+- 1 standard deviation over tasks, the
 #: published figures) and ``sem`` (+- z standard errors, the paper's later code).
 BANDS = ("std", "sem")
 

@@ -16,7 +16,7 @@ from .errors import TrainingError
 __all__ = ["REDUCTIONS", "PAPER_REDUCE", "parse_reduce"]
 
 REDUCTIONS = ("none", "spatial_mean")
-#: The paper's recording: conv4 after the spatial mean, everything else in full.
+#: The paper's recording (conv4 after the spatial mean, everything else in full).
 PAPER_REDUCE = "paper"
 _NAMED = {PAPER_REDUCE: {"conv4": "spatial_mean"}}
 
