@@ -32,9 +32,10 @@ Presets (see :data:`PRESETS`):
     0.1 (sum over K), on the small background archives split 120 / 22 / 100
     characters, so that the 100 held-out characters give 5 analysis tasks with
     pairwise disjoint characters (independent units for the findings' CIs);
-    meta-batch 4, Adam 3e-3, 1200 meta-steps (4800 tasks at about 0.38 CPU s each),
-    a checkpoint every 20 steps (1000/60000 of the run, the paper's F2 gap scaled),
-    validation and test tasks rotated as cbfinn/maml evaluates them.
+    meta-batch 4, Adam 3e-3, 1200 meta-steps (4800 tasks; the cost per task is in
+    the benchmark guide, ``bench/bench_task_cost.py``), a checkpoint every 20 steps
+    (1000/60000 of the run, the paper's F2 gap scaled), validation and test tasks
+    rotated as cbfinn/maml evaluates them.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -211,6 +212,8 @@ PRESETS = {
         inner_steps_eval=5, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=3e-3,
         steps=750, checkpoint_every=50, val_every=250, val_tasks=100, test_tasks=600,
         lake_eval=True),
+    # When MAMLConfig gains an ``engine`` field (the batched engine of issue 11), set the
+    # fastest CPU engine here; more tasks then fit the same 40 minutes.
     "medium": dict(
         archives=SMALL_ARCHIVES, n_train=120, n_val=22, n_test=100, rotate=True, rotate_eval=True,
         n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=4, inner_steps=5,
