@@ -501,7 +501,8 @@ def findings_markdown(result: dict, *, title: str = "Findings") -> str:
     m, facts, pct = result["measure"], result["facts"], int(round(result["level"] * 100))
     change_text = "dissimilarity" if m == "rsa" else "1 - similarity"
     lines = [f"# {title}", "",
-             f"Measure `{m}` {result.get('options') or ''} (change = {change_text}). Run: "
+             f"Measure `{m}`{' ' + json.dumps(result['options']) if result.get('options') else ''} "
+             f"(change = {change_text}). Run: "
              f"{facts['run_steps']} meta-steps ({facts['run_steps_source']}), meta-trained with "
              f"{_trained(facts['meta_inner_steps'])} inner steps (the paper: {PAPER_INNER_STEPS}); \"after the inner loop\" = inner step "
              f"{facts['inner_step']}.", "",
@@ -535,7 +536,8 @@ def findings_markdown(result: dict, *, title: str = "Findings") -> str:
                   f"`{s['late']}` > `{s['early']}` at {s['holds']} after step 0"
                   + (f" (last step {s['checkpoints'][-1]}: rho {s['rho'][-1]:.2f}, difference "
                      f"{s['late_minus_early'][-1]:.4g})." if s["checkpoints"] else "."), ""]
-    lines += ["## F2: the inner loop changes more than 1000 meta-training steps", ""]
+    gap = result.get("f2", {}).get("gap") or PAPER_META_GAP
+    lines += [f"## F2: the inner loop changes more than {gap} meta-training steps", ""]
     for key, name in (("f2", "F2"), ("f2_scaled", "F2"), ("fig3", "Figure-3 statement (early layers)"),
                       ("fig3_scaled", "Figure-3 statement (early layers)")):
         if key in result:

@@ -21,6 +21,8 @@ __all__ = ["find_plateau", "gap_pairs", "scaled_gap", "PAPER_RUN_STEPS"]
 PAPER_RUN_STEPS = 60000
 #: Smallest tolerance in accuracy (a 1-point change never counts as a rise).
 MIN_TOLERANCE = 0.01
+#: Largest tolerance: noisier accuracy (too few evaluation tasks) cannot locate a plateau.
+MAX_TOLERANCE = 0.05
 #: A plateau must span at least this fraction of the run (the paper's 10000 of 60000).
 MIN_SPAN_FRACTION = 10000 / 60000
 
@@ -52,7 +54,9 @@ def find_plateau(ds: xr.Dataset, inner_step: int | None = None,
     span) is at most ``tol``, (iii) ``W`` holds at least 3 checkpoints and spans at
     least 1/6 of the recorded run (the paper's 10000 of 60000 steps). ``tol`` defaults
     to ``max(0.01, 1.96 * sqrt(2) * median SEM)``: the 95% half-width of a difference
-    between two checkpoints' means.
+    between two checkpoints' means. There is no plateau when ``tol`` exceeds 0.05 (too
+    few evaluation tasks to tell) or when the plateau's level is not above the first
+    checkpoint's accuracy by more than ``tol`` (nothing was learned).
 
     Parameters
     ----------
@@ -96,6 +100,10 @@ def find_plateau(ds: xr.Dataset, inner_step: int | None = None,
                 max(MIN_TOLERANCE, 1.96 * np.sqrt(2) * (np.median(good_sem) if good_sem.size else 0.0)))
     min_span = MIN_SPAN_FRACTION * (ck[-1] - ck[0])
     out["tolerance"] = tol
+    if tol > MAX_TOLERANCE:
+        return {**out, "start": None, "reason": (
+            f"the accuracy is too noisy to locate a plateau (tolerance {tol:.3f} > {MAX_TOLERANCE}); "
+            "record more evaluation tasks")}
     for i in range(len(ck) - 2):
         w_ck, w_y = ck[i:], y[i:]
         span = float(w_ck[-1] - w_ck[0])
@@ -103,6 +111,10 @@ def find_plateau(ds: xr.Dataset, inner_step: int | None = None,
             break
         rise = float(np.polyfit(w_ck.astype(float), w_y, 1)[0] * span)
         if w_y[0] >= w_y.mean() - tol and rise <= tol:
+            if w_y.mean() - y[0] <= tol:
+                return {**out, "start": None, "reason": (
+                    f"the accuracy never rose above its first value {y[0]:.3f} by more than "
+                    f"{tol:.3f}: nothing learned to plateau from")}
             return {**out, "start": int(ck[i]), "level": float(w_y.mean()), "rise": rise}
     last = ck[-3:]
     rise = float(np.polyfit(last.astype(float), y[-3:], 1)[0] * (last[-1] - last[0]))

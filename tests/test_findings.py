@@ -126,6 +126,10 @@ def test_plateau_needs_the_rise_to_stop():
     with pytest.raises(AnalysisError, match="neither eval_accuracy nor accuracy"):
         find_plateau(xr.Dataset(coords={"checkpoint": ck}))
     assert gap_pairs([0, 250, 500], 250, start=250) == [(250, 500)]
+    flat = rising.copy(data=np.full(rising.shape, 0.3))
+    assert "nothing learned" in find_plateau(xr.Dataset({"eval_accuracy": flat}))["reason"]
+    noisy = rising.copy(data=np.random.default_rng(0).uniform(0, 1, rising.shape))
+    assert "too noisy" in find_plateau(xr.Dataset({"eval_accuracy": noisy}))["reason"]
 
 
 def test_rules_on_arrays_with_known_values():

@@ -68,3 +68,23 @@ def test_rotate_eval_rotates_held_out_tasks_only_when_asked(data_root):
         assert not np.array_equal(a.support_x, b.support_x)  # some class turned by 90-270 degrees
     assert get_preset("omniglot-20way-1shot").rotate_eval
     assert get_preset("miniimagenet-5way-1shot").n_query_eval == 1  # cbfinn/maml's test protocol
+
+
+def test_findings_on_a_real_recorded_run_use_disjoint_tasks(tmp_path, data_root):
+    """The user path on real data: train, record (paper defaults), analyse, read findings.md."""
+    from repscope.analyses import layer_similarity
+
+    run = tmp_path / "tiny"
+    train(get_preset("quick", n_way=5, meta_batch=1, steps=4, checkpoint_every=2, val_every=0,
+                     test_tasks=0, lake_eval=False, progress=False, data=str(data_root)), run, log=None)
+    record_run(run, RecordConfig(tasks=9, inner_steps=(0, 1, 10), eval_tasks=4, progress=False), log=None)
+    out = tmp_path / "results"
+    assert layer_similarity.main(["--maml-run", str(run), "--results", str(out), "--measures", "rsa",
+                                  "--n-boot", "100", "--formats", "png"]) == 0
+    text = (out / "findings.md").read_text()
+    # 35 held-out characters, 5-way: tasks 0-6 are disjoint, 7 and 8 reuse characters of 0 and 1
+    assert "7 of 9 analysed tasks whose characters are pairwise disjoint (tasks [0, 1, 2, 3, 4, 5, 6]" in text
+    assert "meta-trained with 1 inner steps" in text and "inner step 1." in text
+    assert "| 4 | " in text  # F1 row of the last checkpoint, with its CI
+    assert "F2 (exact, gap 1000 steps): **not testable with this run**" in text
+    assert "too noisy to locate a plateau" in text  # 4 evaluation tasks cannot tell
