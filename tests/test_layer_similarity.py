@@ -86,6 +86,17 @@ def test_option_lists_match_the_registries():
     assert set(layer_similarity.FIGURE_NAMES) == set(FIGURES)
 
 
+def test_medium_preset_runs_its_own_stages(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(layer_similarity, "_stage", lambda cmd, what: calls.append(cmd[1:]))
+    monkeypatch.delenv("REPSCOPE_DATA", raising=False)
+    args = layer_similarity._parser().parse_args(["--preset", "medium", "--runs-dir", str(tmp_path)])
+    runs, _ = layer_similarity._train_and_record(args)
+    assert runs == [tmp_path / "medium"]
+    assert calls[0] == ["-m", "repscope.training.maml", "--preset", "medium", "--out", str(tmp_path / "medium")]
+    assert calls[1][calls[1].index("--tasks") + 1] == "5"
+
+
 def test_medium_preset_records_saved_checkpoints_at_the_scaled_gaps():
     """The analysis preset names checkpoints the training preset saves, pairs at 1000/60000
     and 10000/60000 of the run after its middle, and as many tasks as disjoint characters allow."""
