@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 

@@ -1,5 +1,4 @@
 """Measure registry, error bars, MDS modes and findings against references."""
-import json
 
 import repscope.analyses.measures
 

@@ -10,7 +10,6 @@ record has the quick run's checkpoint layout, where the old code compared checkp
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
