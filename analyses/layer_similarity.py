@@ -22,10 +22,9 @@ disjoint characters, 20 recorded checkpoints): about 40 minutes on 2 idle CPU co
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
 ``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
 and ``miniimagenet-5way-1shot`` when Mini-ImageNet data are present), records 50 tasks
-at every 1000th step and analyses them: a GPU job. One paper meta-step takes 2.2 s on an
-H200 (tasks run one after another, so it is bound by kernel launches) and 6.4 s on one
-CPU core (``bench/bench_maml.py``): about 37 GPU-hours or 106 CPU-hours per MAML
-run. ``--maml-run`` /
+at every 1000th step and analyses them: a GPU job (its run time, measured by
+``bench/bench_maml.py``, is on the benchmark page, ``docs/guide/benchmarks.rst``).
+``--maml-run`` /
 ``--mnist-run`` / ``--run`` analyse existing runs without training anything;
 ``--redraw`` redraws every figure from saved netCDF without recomputing.
 """
@@ -92,9 +91,10 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="quick: CPU minutes (MAML 'quick' preset: 1 inner step, 8 tasks); medium: the "
-                        "paper's regime (20-way 1-shot, 5 inner steps, second order) in about 40 min "
-                        "on 2 CPU cores; paper: the full reproduction (GPU, ~37 h per MAML run on an "
-                        "H200; Mini-ImageNet when its data exist)")
+                        "paper's regime (20-way 1-shot, 5 inner steps, second order) sized for 2 CPU "
+                        "cores (run time in docs/guide/reproducing.rst); paper: the full reproduction "
+                        "(a GPU job, run time in docs/guide/benchmarks.rst; Mini-ImageNet when its "
+                        "data exist)")
     p.add_argument("--run", action="append", default=[], type=Path, metavar="DIR",
                    help="existing run folder (or its activations/ folder) to analyse; repeatable; "
                         "kind read from the record (the 'kind' its recorder stored: maml or supervised)")
@@ -137,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ci-unit", default="disjoint", choices=CI_UNIT_NAMES,
                    help="independent units of the findings' CIs: disjoint (tasks whose characters "
                         "are pairwise disjoint) or task (every task, as if independent)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs (at least 40)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs and the MDS")
     p.add_argument("--formats", default="png,pdf", help="comma-separated figure file formats")
     p.add_argument("--redraw", action="store_true",
                    help="only redraw all figures under --results from their saved netCDF")
@@ -241,6 +242,22 @@ def _per_figure(entries: list[str], option: str) -> dict[str, str]:
     return out
 
 
+def _check_paths(args) -> None:
+    """Refuse missing run folders and unusable output folders before anything runs."""
+    named = [("--run", r) for r in args.run] + [("--maml-run", r) for r in args.maml_run]
+    named += [("--mnist-run", args.mnist_run)] if args.mnist_run is not None else []
+    for option, run in named:
+        if not _has(_activations(run), "checkpoint_*.nc"):
+            raise AnalysisError(f"{option} {run}: no activation record there (expected checkpoint_*.nc files "
+                                "in the folder or its activations/ folder; record the run with "
+                                "python -m repscope.training.record or repscope.training.supervised)")
+    for option, folder in (("--results", args.results), ("--runs-dir", args.runs_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise AnalysisError(f"{option} {folder}: exists and is not a folder; expected a folder to write into")
+    if args.data is not None and not args.data.is_dir():
+        raise AnalysisError(f"--data {args.data}: no such folder; expected a folder laid out like ../shared/data")
+
+
 def main(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -264,8 +281,9 @@ def main(argv=None) -> int:
                              figure_measures=fig_measures, figure_rdm_method=fig_rdm,
                              meta_gap=args.meta_gap, band=args.band, ci_unit=args.ci_unit,
                              fig1b_gap=args.fig1b_gap if args.fig1b_gap is not None else preset.get("fig1b_gap"),
-                             n_boot=args.n_boot, device=args.device,
+                             n_boot=args.n_boot, seed=args.seed, device=args.device,
                              formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
+        _check_paths(args)
         maml_runs, mnist_run = list(args.maml_run), args.mnist_run
         for run in args.run:
             if is_supervised(_open(run)):

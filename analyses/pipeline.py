@@ -12,10 +12,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 import xarray as xr
+from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
+from repscope.analyses.dims import to_cells
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.findings import assess, findings_markdown, supervised_depth_order
 from repscope.analyses.mds import MDS_MODES, mds_embedding
@@ -26,10 +30,10 @@ from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
 from repscope.analyses.plateau import gap_pairs
 from repscope.analyses.task_units import CI_UNITS
-from repscope.analyses.uncertainty import BANDS
+from repscope.analyses.uncertainty import BANDS, check_n_boot
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "record_kind", "is_supervised", "is_miniimagenet"]
+           "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
 
 FIGURES = ("1a", "1b", "2", "3", "4", "5", "6")
 
@@ -80,6 +84,17 @@ class AnalysisConfig:
         Torch device for CKA ("cuda" on a GPU machine).
     formats : tuple of str
         Figure file formats (matplotlib names), default PNG and PDF.
+
+    Every field is checked on construction, so a bad choice fails before anything is
+    computed or written, with a message naming the field, its command-line option, the
+    value and what is allowed.
+
+    Examples
+    --------
+    >>> AnalysisConfig(n_boot=0)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: n_boot (--n-boot) = 0: a 95% percentile bootstrap CI needs a whole number of at least 40 resamples ...
     """
 
     measures: tuple = ("rsa", "cka_linear")
@@ -101,25 +116,70 @@ class AnalysisConfig:
     formats: tuple = ("png", "pdf")
 
     def __post_init__(self):
-        self.figure_measures = {str(k): tuple(v) for k, v in self.figure_measures.items()}
-        self.figure_rdm_method = {str(k): str(v) for k, v in self.figure_rdm_method.items()}
-        for m in (*self.measures, self.primary, *(x for v in self.figure_measures.values() for x in v)):
-            get_measure(m)
-        for name, value, allowed in (
-                [("rdm_method", self.rdm_method, RDM_METHODS), ("mds_mode", self.mds_mode, MDS_MODES),
-                 ("band", self.band, BANDS), ("ci_unit", self.ci_unit, CI_UNITS)]
-                + [(f"rdm_method of figure {k}", v, RDM_METHODS) for k, v in self.figure_rdm_method.items()]):
-            if value not in allowed:
-                raise AnalysisError(f"Unknown {name} {value!r}. Expected one of {sorted(allowed)}")
+        for name in ("measures", "fig3_inner_steps", "formats"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                _refuse(name, getattr(self, name), "a tuple (e.g. ('rsa',)), not a string")
+        self.measures, self.fig3_inner_steps, self.formats = (
+            tuple(self.measures), tuple(self.fig3_inner_steps), tuple(self.formats))
+        for name in ("measures", "primary"):
+            for m in getattr(self, name) if name == "measures" else (self.primary,):
+                try:
+                    get_measure(m)
+                except AnalysisError as err:
+                    raise AnalysisError(f"{_option(name)}: {err}") from None
+        if not self.measures or len(set(self.measures)) != len(self.measures):
+            _refuse("measures", self.measures, "one or more different measure names")
+        if self.rdm_method not in RDM_METHODS:
+            _refuse("rdm_method", self.rdm_method, f"one of {sorted(RDM_METHODS)}")
+        if self.mds_mode not in MDS_MODES:
+            _refuse("mds_mode", self.mds_mode, f"one of {sorted(MDS_MODES)}")
+        for name in ("meta_gap", "fig3_checkpoints", "fig3_tasks"):
+            if not _whole(getattr(self, name), 1):
+                _refuse(name, getattr(self, name), "a whole number >= 1")
+        if not self.fig3_inner_steps or not all(_whole(s, 0) for s in self.fig3_inner_steps):
+            _refuse("fig3_inner_steps", self.fig3_inner_steps, "one or more whole numbers >= 0")
+        if not _whole(self.seed, 0):
+            _refuse("seed", self.seed, "a whole number >= 0")
+        try:
+            check_n_boot(self.n_boot)
+        except AnalysisError as err:
+            raise AnalysisError(f"{_option('n_boot')} = {self.n_boot!r}: {err}") from None
+        known = FigureCanvasBase.get_supported_filetypes()
+        if not self.formats or any(f not in known for f in self.formats):
+            _refuse("formats", ",".join(map(str, self.formats)), f"one or more of {sorted(known)}")
+        if self.device is not None:
+            try:
+                dev = torch.device(self.device)
+            except (RuntimeError, TypeError):
+                _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
+        self.figure_measures = {str(k): tuple(v) for k, v in dict(self.figure_measures).items()}
+        self.figure_rdm_method = {str(k): v for k, v in dict(self.figure_rdm_method).items()}
         bad = sorted(k for k in {*self.figure_measures, *self.figure_rdm_method} if k not in FIGURES)
         if bad:
-            raise AnalysisError(f"Unknown figure(s) {bad} in per-figure settings. Expected among {list(FIGURES)}")
+            _refuse("figure_measures/figure_rdm_method", bad, f"figures among {list(FIGURES)}")
+        for fig, names in self.figure_measures.items():
+            for m in names:
+                try:
+                    get_measure(m)
+                except AnalysisError as err:
+                    raise AnalysisError(f"{_option('figure_measures')} of figure {fig}: {err}") from None
+        for fig, method in self.figure_rdm_method.items():
+            if method not in RDM_METHODS:
+                _refuse("figure_rdm_method", f"{fig}={method}", f"FIG=METHOD with a method among {sorted(RDM_METHODS)}")
+        if self.band not in BANDS:
+            _refuse("band", self.band, f"one of {list(BANDS)}")
+        if self.ci_unit not in CI_UNITS:
+            _refuse("ci_unit", self.ci_unit, f"one of {list(CI_UNITS)}")
+        if self.fig1b_gap is not None and not _whole(self.fig1b_gap, 1):
+            _refuse("fig1b_gap", self.fig1b_gap, "None or a whole number >= 1")
 
     def options(self, measure: str, figure: str | None = None) -> dict:
         """Options passed to :func:`repscope.analyses.compare` for ``measure`` (in ``figure``)."""
-        if measure == "rsa":
-            return {"rdm_method": self.figure_rdm_method.get(str(figure), self.rdm_method)}
-        return {"device": self.device} if self.device else {}
+        allowed = get_measure(measure).defaults
+        opts = {"rdm_method": self.figure_rdm_method.get(str(figure), self.rdm_method), "device": self.device}
+        return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
     def spec(self, figure: str | None = None) -> dict:
         """``{measure: options}`` of ``figure`` (default: the general ``measures``)."""
@@ -156,6 +216,22 @@ def record_kind(ds: xr.Dataset) -> str:
                             "and repscope.training.supervised); name the run with --maml-run or "
                             "--mnist-run instead")
     return kind
+
+
+_CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "n_boot", "seed", "device",
+               "formats", "figure_measures", "figure_rdm_method", "fig1b_gap", "band", "ci_unit"}  # the fields python analyses/layer_similarity.py sets from its options
+
+
+def _option(field: str) -> str:
+    return f"{field} (--{field.replace('_', '-')})" if field in _CLI_FIELDS else field
+
+
+def _refuse(field: str, value, allowed: str):
+    raise AnalysisError(f"{_option(field)} = {value!r} is not allowed; expected {allowed}")
+
+
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
 
 
 def is_supervised(ds: xr.Dataset) -> bool:
@@ -202,6 +278,29 @@ def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
     return res
 
 
+def check_record(ds: xr.Dataset) -> None:
+    """Refuse a record with a NaN or Inf activation in any layer, naming the cells.
+
+    The figures and findings need every (checkpoint, task, inner_step) cell: a missing
+    (all-NaN) cell, e.g. from a diverged training run, is an error here, raised before
+    anything is computed or written.
+
+    Examples
+    --------
+    >>> x = np.ones((1, 1, 2, 3, 2))
+    >>> x[0, 0, 1] = np.nan
+    >>> ds = xr.Dataset({"head": (("checkpoint", "task", "inner_step", "stimulus", "unit_head"), x)},
+    ...                 coords={"checkpoint": [500], "task": [0], "inner_step": [0, 1]},
+    ...                 attrs={"layers": '["head"]'})
+    >>> check_record(ds)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: 'head' has non-finite values in 1 cell(s): checkpoint=500, task=0, inner_step=1 (all NaN). ...
+    """
+    for layer in fd.layer_names(ds):
+        to_cells(ds[layer], allow_missing=False)
+
+
 def _rdm_figure(ds, cfg, layers, sel):
     rdm = fd.rdm_of_rdms(ds, cfg.primary, selection=sel, layers=layers, **cfg.options(cfg.primary))
     emb = mds_embedding(rdm, cfg.mds_mode, seed=cfg.seed)
@@ -229,6 +328,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         ``{"inner": Dataset, "meta": Dataset, "files": [Path, ...]}``.
     """
     out = Path(out)
+    check_record(ds)
     layers = fd.layer_names(ds)
     bar = tqdm(total=5, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
     results, files = {}, []
@@ -268,6 +368,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
+    check_record(ds)
     res = fd.training_change(ds, cfg.spec("2"))
     return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 

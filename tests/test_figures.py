@@ -124,9 +124,11 @@ def test_figures_follow_the_papers_settings_unless_told_otherwise(saved, record,
     assert list(res["inner"].data_vars) == ["cka_linear"] and list(res["meta"].data_vars) == ["rsa"]
     assert "1.96 SEM" in draw(load_netcdf(tmp_path / "fig1a.nc"))._suptitle.get_text()
     assert cfg.options("rsa", "2") == {"rdm_method": "cosine"}
-    for bad, msg in (({"band": "ci"}, "Unknown band 'ci'"), ({"figure_rdm_method": {"2": "l1"}}, "figure 2"),
-                     ({"figure_measures": {"7": ("rsa",)}}, r"Unknown figure\(s\) \['7'\]"),
-                     ({"ci_unit": "alphabet"}, "Unknown ci_unit")):
+    for bad, msg in (({"band": "ci"}, "band .--band. = 'ci'"), ({"figure_rdm_method": {"2": "l1"}}, "'2=l1'"),
+                     ({"figure_measures": {"7": ("rsa",)}}, r"\['7'\] is not allowed"),
+                     ({"figure_measures": {"2": ("cka",)}}, "of figure 2: Unknown measure 'cka'"),
+                     ({"ci_unit": "alphabet"}, "ci_unit .--ci-unit. = 'alphabet'"),
+                     ({"fig1b_gap": 0}, "fig1b_gap")):
         with pytest.raises(AnalysisError, match=msg):
             AnalysisConfig(**bad)
 

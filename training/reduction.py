@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from repscope.probes.schema import REDUCTIONS
+
 from .errors import TrainingError
 
-__all__ = ["REDUCTIONS", "PAPER_REDUCE", "parse_reduce"]
+__all__ = ["PAPER_REDUCE", "parse_reduce"]
 
-REDUCTIONS = ("none", "spatial_mean")
 #: The paper's recording (conv4 after the spatial mean, everything else in full).
 PAPER_REDUCE = "paper"
 _NAMED = {PAPER_REDUCE: {"conv4": "spatial_mean"}}
