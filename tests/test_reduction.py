@@ -24,7 +24,8 @@ def test_parse_reduce_accepts_names_and_entries_and_rejects_the_rest():
     assert parse_reduce("paper", ["conv1", "head"]) == {"conv1": "none", "head": "none"}
     got = parse_reduce("conv3=spatial_mean, conv4=spatial_mean", LAYERS)
     assert [k for k, v in got.items() if v == "spatial_mean"] == ["conv3", "conv4"]
-    for bad, msg in (("mean", "Cannot read --reduce 'mean'"), ("conv4=max", "entry 'conv4=max'"),
+    for bad, msg in (("mean", r"Unknown reduce \(--reduce\) 'mean'. Expected one of \['paper'"),
+                     ("conv3=none,conv4=max", "entry 'conv4=max'"),
                      ("conv9=spatial_mean", "names layer 'conv9'")):
         with pytest.raises(TrainingError, match=msg):
             parse_reduce(bad, LAYERS)

@@ -40,8 +40,8 @@ def parse_reduce(text: str, layers: Sequence[str]) -> dict[str, str]:
     """
     layers = list(layers)
     text = str(text).strip()
-    allowed = (f"Expected {PAPER_REDUCE!r}, one of {list(REDUCTIONS)} for every layer, or "
-               "comma-separated LAYER=REDUCTION entries such as 'conv4=spatial_mean'")
+    allowed = (f"Expected one of {[PAPER_REDUCE, *REDUCTIONS]} or comma-separated "
+               "LAYER=REDUCTION entries such as 'conv4=spatial_mean'")
     if text in REDUCTIONS:
         return {name: text for name in layers}
     out = {name: "none" for name in layers}
@@ -50,7 +50,8 @@ def parse_reduce(text: str, layers: Sequence[str]) -> dict[str, str]:
     for entry in text.split(","):
         name, sep, how = (s.strip() for s in entry.partition("="))
         if not sep or not name or how not in REDUCTIONS:
-            raise TrainingError(f"Cannot read --reduce {text!r} (entry {entry!r}). {allowed}")
+            where = "" if entry.strip() == text else f" (entry {entry.strip()!r})"
+            raise TrainingError(f"Unknown reduce (--reduce) {text!r}{where}. {allowed}")
         if name not in out:
             raise TrainingError(f"--reduce {text!r} names layer {name!r}, which is not recorded; "
                                 f"recorded layers: {layers}")
