@@ -12,7 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call
 
+from repscope.probes import Probe
 from repscope.training.checkpoint import load_checkpoint, load_run
 from repscope.training.config import get_preset
 from repscope.training.engines import ENGINES, batched, get_engine
@@ -21,7 +23,6 @@ from repscope.training.errors import TrainingError
 from repscope.training.maml import main as maml_main
 from repscope.training.maml import train
 from repscope.training.model import build_model
-from repscope.probes import Probe
 from repscope.training.record import RecordConfig, _probe_set, analysis_tasks, record_checkpoint
 from repscope.training.tasks import task_samplers
 
@@ -128,7 +129,6 @@ def test_both_batch_norms_and_the_module_agree():
     x = torch.rand(3, 4, 1, 28, 28, dtype=torch.float64)
     params = {n: torch.stack([p * (1 + 0.1 * t) for t in range(3)])
               for n, p in model.named_parameters()}
-    from torch.func import functional_call
     ref = torch.stack([functional_call(model, {n: v[t] for n, v in params.items()}, (x[t],))
                        for t in range(3)])
     for norm in BATCH_NORMS:

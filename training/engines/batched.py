@@ -1,6 +1,7 @@
-"""The batched engine: every task of a meta-batch in one forward and one backward.
+"""The batched engine: many tasks in one forward and one backward.
 
-All ``T`` tasks adapt at once through :func:`repscope.training.engines.network.batched_forward`
+``T`` tasks (a chunk of :data:`TASK_CHUNK` of them: 4 on a CPU, a whole meta-batch on a
+GPU) adapt at once through :func:`repscope.training.engines.network.batched_forward`
 (tasks side by side as the groups of grouped convolutions): the fast weights carry a
 leading task dimension, one ``torch.autograd.grad`` of the summed support losses gives
 every task's own inner gradient (the tasks share no weights, so the sum separates), and
@@ -27,8 +28,8 @@ from ..inner import adapted_parameter_names
 from .network import batched_forward
 from .tensors import stack_episodes
 
-__all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt", "batched_evaluate",
-           "batched_adapt_tasks", "TaskNetwork"]
+__all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt",
+           "batched_evaluate", "batched_adapt_tasks", "TaskNetwork"]
 
 #: Batch-norm kernel of the batched network (see ``network.BATCH_NORMS``).
 NORM = "fused"
