@@ -102,8 +102,14 @@ def _profile(model, opt, eps, cfg, device):
     with profile(activities=acts) as prof:
         batched_meta_step(model, opt, eps, cfg)
         _sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=18))
+    keys = ["self_device_time_total", "self_cuda_time_total"] if device.type == "cuda" else \
+        ["self_cpu_time_total"]
+    for key in keys:  # torch renamed the CUDA column to "device" in 2.4
+        try:
+            print(prof.key_averages().table(sort_by=key, row_limit=18))
+            return
+        except (AttributeError, KeyError, ValueError, RuntimeError):
+            continue
 
 
 def _evaluation_time(model, cfg, engine, n_tasks, synthetic):
