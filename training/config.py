@@ -32,8 +32,8 @@ Presets (see :data:`PRESETS`):
     0.1 (sum over K), on the small background archives split 120 / 22 / 100
     characters, so that the 100 held-out characters give 5 analysis tasks with
     pairwise disjoint characters (independent units for the findings' CIs);
-    meta-batch 4, Adam 3e-3, 1200 meta-steps (4800 tasks; the cost per task is in
-    the benchmark guide, ``bench/bench_task_cost.py``), a checkpoint every 20 steps
+    meta-batch 4, Adam 3e-3, 2400 meta-steps (9600 tasks; the cost per task is in
+    the benchmark guide, ``bench/bench_task_cost.py``), a checkpoint every 40 steps
     (1000/60000 of the run, the paper's F2 gap scaled), validation and test tasks
     rotated as cbfinn/maml evaluates them.
 
@@ -237,7 +237,7 @@ PRESETS = {
         archives=SMALL_ARCHIVES, n_train=120, n_val=22, n_test=100, rotate=True, rotate_eval=True,
         n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=4, inner_steps=5,
         inner_steps_eval=10, inner_lr=0.1, inner_loss="sum_over_k", first_order=False,
-        meta_lr=3e-3, steps=1200, checkpoint_every=20, val_every=200, val_tasks=100,
+        meta_lr=3e-3, steps=2400, checkpoint_every=40, val_every=200, val_tasks=100,
         test_tasks=600, lake_eval=True, engine="batched"),
 }
 
