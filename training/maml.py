@@ -180,11 +180,13 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     if resume and (out / "config.json").is_file():  # every check before anything is written
         config = _check_same_run(load_run(out)[0], config)
         found = _resume_point(out, config, log)
+    samplers = task_samplers(config)  # data errors come before --overwrite removes anything
     for path in clean_run_folder(out):
         log(f"removed {str(path)!r}, a temporary file left by a killed process")
     resuming = _prepare_folder(out, resume, overwrite)
     with torch_threads(config.threads):
-        return _train(config, out, resuming, found, torch.device(config.device), log, on_step)
+        return _train(config, out, resuming, found, samplers, torch.device(config.device), log,
+                      on_step)
 
 
 def _resume_point(out: Path, config: MAMLConfig, log):
@@ -214,10 +216,9 @@ def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
         "Lower --meta-lr or --inner-lr (or set --meta-clip) and start again with --overwrite")
 
 
-def _train(config, out, resuming, found, device, log, on_step):
+def _train(config, out, resuming, found, samplers, device, log, on_step):
     from tqdm import tqdm
 
-    samplers = task_samplers(config)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
