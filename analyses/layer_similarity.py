@@ -267,7 +267,7 @@ def main(argv=None) -> int:
 
     try:
         if args.redraw:
-            files = redraw(args.results)
+            files = redraw(args.results, tuple(f.strip() for f in args.formats.split(",") if f.strip()))
             print(f"[layer_similarity] redrew {len(files)} files under {args.results}")
             return 0
         preset = PRESETS[args.preset].get("analysis", {})
