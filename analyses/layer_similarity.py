@@ -17,7 +17,8 @@ With no arguments this runs the quick end-to-end path on a fresh machine:
 
 ``--preset medium`` runs the same stages in the paper's regime (20-way 1-shot, 5 inner
 steps, second order; 2400 meta-steps on the small archives, 5 analysis tasks over
-disjoint characters, 20 recorded checkpoints): about 40 minutes on 2 idle CPU cores.
+disjoint characters, 20 recorded checkpoints), sized for 2 CPU cores (its run time is in
+``docs/guide/reproducing.rst``).
 
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
 ``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,

@@ -26,8 +26,8 @@ Presets (see :data:`PRESETS`):
     one that learned fastest), 750 steps, checkpoints at 0, 1, 2, 5, 10, 20, then every
     50 steps.
 ``medium``
-    The paper's regime at CPU scale (about 40 minutes for the whole
-    ``python analyses/layer_similarity.py --preset medium`` on 2 idle CPU cores): 20-way
+    The paper's regime at CPU scale (the run time of the whole
+    ``python analyses/layer_similarity.py --preset medium`` is in the reproduction guide): 20-way
     1-shot, 5 inner steps in meta-training (10 at evaluation), second order, inner lr
     0.1 (sum over K), on the small background archives split 120 / 22 / 100
     characters, so that the 100 held-out characters give 5 analysis tasks with
