@@ -44,7 +44,7 @@ def _accuracy(logits, labels) -> float:
     return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-def meta_step(model, meta_opt, episodes, config) -> dict:
+def meta_step(model, meta_opt, episodes, config, group=None) -> dict:
     """One meta-update of ``model`` with ``meta_opt`` on ``episodes`` (a meta-batch).
 
     Parameters
@@ -58,6 +58,10 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
         ``query_y``).
     config : MAMLConfig
         Inner-loop and loss settings.
+    group : repscope.training.distributed.Ranks, optional
+        Data-parallel ranks: this rank adapts its share of ``episodes`` and the
+        meta-gradients and metrics are summed over ranks before the step (default:
+        one process, every episode).
 
     Returns
     -------
@@ -88,7 +92,7 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
     params = list(model.parameters())
     meta_opt.zero_grad(set_to_none=True)
     sums = dict(pre_loss=0.0, pre_acc=0.0, post_loss=0.0, post_acc=0.0)
-    for episode in episodes:
+    for episode in (episodes if group is None else group.shard(episodes)):
         sx, sy, qx, qy = episode_tensors(episode, device, dtype)
         seen = {}
 
@@ -118,6 +122,8 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
         with torch.no_grad():
             sums["post_loss"] += torch.nn.functional.cross_entropy(logits, qy).item()
             sums["post_acc"] += _accuracy(logits, qy)
+    if group is not None:
+        sums = group.reduce_gradients(params, sums)
     if config.meta_clip is not None:
         torch.nn.utils.clip_grad_value_(params, config.meta_clip)
     meta_opt.step()

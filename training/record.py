@@ -22,6 +22,11 @@ code (see ``docs/dev/contracts.md`` and the user guide):
 One netCDF file per checkpoint goes to ``<run>/activations/`` (written atomically);
 checkpoints already there are skipped, so an interrupted recording resumes where it
 stopped. ``repscope.probes.open_run(<run>/activations)`` opens the result as one Dataset.
+
+``torchrun --nproc-per-node K -m repscope.training.record ...`` deals the checkpoints to
+be recorded out over K processes (checkpoints ``rank, rank + K, ...`` of the ones not yet
+recorded); each writes its own files into the same folder, so the record is the one a
+single process writes, and an interrupted recording resumes with any K.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from repscope.probes.store import checkpoint_path
 
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
+from .distributed import Ranks, leave, ranks
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
 from .inner import adapt
@@ -230,18 +236,23 @@ def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
             f"({diff or 'run configuration'} differ); record into another --out, or delete it")
 
 
-def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
+def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | None = None) -> Path:
     """Record ``run_dir``'s checkpoints into ``out`` (default ``run_dir/activations``).
 
     Returns the activations folder. Checkpoints already recorded there are skipped.
+    Under ``torchrun``, ``group`` (:func:`repscope.training.distributed.ranks`) deals the
+    checkpoints to record out over the ranks; rank 0 alone logs.
     """
+    group = group or Ranks()
+    log = log if group.is_main else None
     run_dir = Path(run_dir)
     config, saved = load_run(run_dir)
     if not saved:
         raise TrainingError(f"Run {str(run_dir)!r} has no checkpoints yet (checkpoints/step_*.pt)")
     steps = select_checkpoints(rec.checkpoints, list(saved))
     out = Path(out) if out is not None else run_dir / "activations"
-    done = set(existing_checkpoints(out)) if out.exists() else set()
+    # rank 0 lists what is done, before any rank writes, and every rank uses its list
+    done = group.broadcast(set(existing_checkpoints(out)) if out.exists() else set())
     todo = [s for s in steps if s not in done]
     if rec.max_inner_step > max(config.inner_steps_eval, 0) and log:
         log(f"note: recording up to inner step {rec.max_inner_step}, beyond the run's "
@@ -265,21 +276,23 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
         log(f"recording {len(todo)} of {len(steps)} checkpoints ({len(steps) - len(todo)} already "
             f"in {out}); {rec.tasks} tasks x inner steps {list(rec.inner_steps)}, "
             f"{rec.eval_tasks} eval tasks")
-    device = torch.device(rec.device)
+    device = group.device(rec.device)
     if rec.threads is not None:
         torch.set_num_threads(rec.threads)
     model = build_model(config).to(device)
     probe = make_probe(model, rec)
-    bar = todo
-    if rec.progress:
+    mine = group.shard(todo)
+    bar = mine
+    if rec.progress and group.is_main:
         from tqdm import tqdm
         bar = tqdm(todo, desc="record", unit="ckpt", file=sys.stderr)
     for step in bar:
         load_meta_parameters(model, saved[step])
         ds = record_checkpoint(model, probe, config, rec, tasks, probe_set, eval_episodes, step, run_config)
         write_checkpoint(out, ds, compress=rec.compress)
-        if rec.progress:
+        if bar is not mine:
             bar.set_postfix(step=step, acc=f"{np.nanmean(ds['accuracy'].values[..., -1]):.2f}")
+    group.barrier()  # the folder is whole when any rank returns
     return out
 
 
@@ -320,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Command line entry point."""
     args = _parser().parse_args(argv)
+    group = None
     try:
         steps = [int(s) for s in args.inner_steps.split(",") if s.strip()]
         rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks, inner_steps=steps,
@@ -329,14 +343,20 @@ def main(argv=None) -> int:
                            dtype=args.dtype, compress=args.compress, device=args.device,
                            data=args.data, progress=not args.no_progress,
                            threads=args.threads or None)
-        out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr))
+        group = ranks(rec.device)  # torchrun: one process per rank, else one process
+        out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr),
+                         group=group)
     except ValueError as exc:
         print(f"error: cannot read --inner-steps {args.inner_steps!r}: {exc}", file=sys.stderr)
         return 2
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"activations in {out}")
+    finally:
+        if group is not None:
+            leave(group)
+    if group.is_main:
+        print(f"activations in {out}")
     return 0
 
 
