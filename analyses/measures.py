@@ -33,6 +33,7 @@ import xarray as xr
 from repscope.analyses._labels import STIMULUS, _missing, _other_dims, _paired, _to_batch, _unit_dim
 from repscope.analyses.cka import cka_features
 from repscope.analyses.errors import AnalysisError
+from repscope.analyses.lazy import features_by_chunk, is_lazy
 from repscope.analyses.rdms import PAIR, rdm_matrix, rdms, spearman_dissimilarity
 
 __all__ = ["MEASURES", "Measure", "get_measure", "features", "compare", "compare_all"]
@@ -140,6 +141,8 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     ('task', 'gram_entry')
     """
     m, opts = _resolve(measure, options)
+    if is_lazy(da):  # dask-backed (larger than memory): reduced chunk by chunk
+        return features_by_chunk(features, da, (STIMULUS, _unit_dim(da)), measure=measure, **options)
     others = _other_dims(da)
     if others and da.size * 8 > _CHUNK_BYTES and da.sizes[others[0]] > 1:
         # Large records (the paper's: 60 checkpoints x 50 tasks x 4 steps of 12544
