@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                         "reproduction (GPU, ~37 h per MAML run on an H200; Mini-ImageNet when its data exist)")
     p.add_argument("--run", action="append", default=[], type=Path, metavar="DIR",
                    help="existing run folder (or its activations/ folder) to analyse; repeatable; "
-                        "kind detected from the record (1 task, inner step 0 = supervised control)")
+                        "kind read from the record (the 'kind' its recorder stored: maml or supervised)")
     p.add_argument("--maml-run", action="append", default=[], type=Path, metavar="DIR",
                    help="existing meta-learning run folder to analyse (repeatable)")
     p.add_argument("--mnist-run", type=Path, metavar="DIR",
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     args = _parser().parse_args(argv)
     from repscope.analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
-                                   redraw, summarize)
+                                            redraw, summarize)
     from repscope.analyses.saving import save_text
 
     try:

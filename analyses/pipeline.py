@@ -27,7 +27,7 @@ from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "choose_lag", "is_supervised", "is_miniimagenet"]
+           "choose_lag", "record_kind", "is_supervised", "is_miniimagenet"]
 
 
 @dataclass
@@ -92,9 +92,43 @@ class AnalysisConfig:
         return json.dumps(dataclasses.asdict(self))
 
 
+RECORD_KINDS = ("maml", "supervised")
+
+
+def record_kind(ds: xr.Dataset) -> str:
+    """The ``kind`` the recorder stored in the record's config: "maml" or "supervised".
+
+    ``repscope.training.record`` writes ``{"kind": "maml", ...}`` and
+    ``repscope.training.supervised`` ``{"kind": "supervised", ...}`` into the ``config``
+    attribute; the shapes are not a reliable guide (a meta-learning record may hold one
+    task and inner step 0 only).
+
+    Examples
+    --------
+    >>> record_kind(xr.Dataset(attrs={"config": '{"kind": "supervised", "steps": 10}'}))
+    'supervised'
+    """
+    try:
+        kind = json.loads(ds.attrs.get("config", "{}")).get("kind")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in RECORD_KINDS:
+        raise AnalysisError(f"Cannot tell the kind of record: its config attribute has kind {kind!r}. "
+                            f"Expected one of {list(RECORD_KINDS)} (written by repscope.training.record "
+                            "and repscope.training.supervised); name the run with --maml-run or "
+                            "--mnist-run instead")
+    return kind
+
+
 def is_supervised(ds: xr.Dataset) -> bool:
-    """A record with one task and only inner step 0 (the supervised control)."""
-    return ds.sizes.get("task", 1) == 1 and ds.sizes.get("inner_step", 1) == 1
+    """Whether the record is the supervised control (its stored ``kind``, see :func:`record_kind`).
+
+    Examples
+    --------
+    >>> is_supervised(xr.Dataset(attrs={"config": '{"kind": "maml", "run": {}}'}))
+    False
+    """
+    return record_kind(ds) == "supervised"
 
 
 def _find_key(obj, key):
@@ -147,8 +181,15 @@ def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
 
 def _rdm_figure(ds, cfg, layers, sel):
     rdm = fd.rdm_of_rdms(ds, cfg.primary, selection=sel, layers=layers, **cfg.options(cfg.primary))
-    emb = mds_embedding(rdm, cfg.mds_mode, seed=0)
+    emb = mds_embedding(rdm, cfg.mds_mode, seed=cfg.seed)
     return xr.Dataset({"rdm_of_rdms": rdm, "mds": emb}, attrs={**rdm.attrs, "mds_mode": cfg.mds_mode})
+
+
+def _save_figure(res: xr.Dataset, figure: str, ds, cfg: AnalysisConfig, out: Path, source: str) -> list[Path]:
+    """Label ``res`` as ``figure``, save its values (``figXX.nc``) and its drawing."""
+    res.attrs["figure"] = figure
+    _provenance(res, ds, cfg, source)
+    return [save_netcdf(res, out / f"fig{figure}.nc"), *save_figure(draw(res), out / f"fig{figure}", cfg.formats)]
 
 
 def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
@@ -156,7 +197,8 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
     Figure 1b compares consecutive checkpoints; F2 uses the checkpoint gap nearest
     ``cfg.meta_gap`` steps, saved as ``f2_meta_change.nc`` when that is not one
-    checkpoint.
+    checkpoint. Figure 1b needs two checkpoints and figure 4 the ``accuracy`` variable;
+    each is left out when the record lacks it.
 
     Returns
     -------
@@ -165,39 +207,39 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
     """
     out = Path(out)
     layers = fd.layer_names(ds)
-    files = []
-    stages = ["fig1a", "fig1b", "fig3", "fig5", "fig4"]
-    bar = tqdm(stages, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
-    results = {}
-    for stage in bar:
-        bar.set_postfix_str(stage)
-        if stage == "fig1a":
-            res = fd.inner_loop_change(ds, cfg.spec())
-            results["inner"] = res
-        elif stage == "fig1b":
-            if ds.sizes["checkpoint"] < 2:
-                continue
-            res = fd.meta_change(ds, cfg.spec(), lag=1)
-            results["meta"] = results["meta_gap"] = res
-            lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
-            if lag != 1:  # F2 compares with the gap nearest meta_gap steps
-                gap = _provenance(fd.meta_change(ds, cfg.spec(), lag=lag), ds, cfg, source)
-                files.append(save_netcdf(gap, out / "f2_meta_change.nc"))
-                results["meta_gap"] = gap
-        elif stage in ("fig3", "fig5"):
-            sel = fd.default_selection(ds, cfg.fig3_checkpoints, cfg.fig3_tasks, cfg.fig3_inner_steps)
-            body = layers[:-1] if len(layers) > 1 else layers
-            res = _rdm_figure(ds, cfg, body if stage == "fig3" else layers[-1:], sel)
-            if stage == "fig3" and is_miniimagenet(ds):
-                stage = "fig6"
-        else:
-            if "accuracy" not in ds:
-                continue
-            res = fd.accuracy_curves(ds)
-        res.attrs["figure"] = stage[3:]
-        _provenance(res, ds, cfg, source)
-        files.append(save_netcdf(res, out / f"{stage}.nc"))
-        files += save_figure(draw(res), out / stage, cfg.formats)
+    bar = tqdm(total=5, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
+    results, files = {}, []
+
+    bar.set_postfix_str("fig1a")
+    results["inner"] = fd.inner_loop_change(ds, cfg.spec())
+    files += _save_figure(results["inner"], "1a", ds, cfg, out, source)
+    bar.update()
+
+    bar.set_postfix_str("fig1b")
+    if ds.sizes["checkpoint"] >= 2:
+        results["meta"] = results["meta_gap"] = fd.meta_change(ds, cfg.spec(), lag=1)
+        lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
+        if lag != 1:  # F2 compares with the gap nearest meta_gap steps
+            gap = _provenance(fd.meta_change(ds, cfg.spec(), lag=lag), ds, cfg, source)
+            files.append(save_netcdf(gap, out / "f2_meta_change.nc"))
+            results["meta_gap"] = gap
+        files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
+    bar.update()
+
+    bar.set_postfix_str("fig3/5")
+    sel = fd.default_selection(ds, cfg.fig3_checkpoints, cfg.fig3_tasks, cfg.fig3_inner_steps)
+    body = layers[:-1] if len(layers) > 1 else layers
+    files += _save_figure(_rdm_figure(ds, cfg, body, sel), "6" if is_miniimagenet(ds) else "3",
+                          ds, cfg, out, source)
+    bar.update()
+    files += _save_figure(_rdm_figure(ds, cfg, layers[-1:], sel), "5", ds, cfg, out, source)
+    bar.update()
+
+    bar.set_postfix_str("fig4")
+    if "accuracy" in ds:
+        files += _save_figure(fd.accuracy_curves(ds), "4", ds, cfg, out, source)
+    bar.update()
+    bar.close()
     results["files"] = files
     return results
 
@@ -205,11 +247,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
     res = fd.training_change(ds, cfg.spec())
-    res.attrs["figure"] = "2"
-    _provenance(res, ds, cfg, source)
-    files = [save_netcdf(res, Path(out) / "fig2.nc")]
-    files += save_figure(draw(res), Path(out) / "fig2", cfg.formats)
-    return {"supervised": res, "files": files}
+    return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 
 
 def draw(res: xr.Dataset):

@@ -40,8 +40,11 @@ def _layers(x, weights):
 
 def make_record(data_root: Path, checkpoints=(0, 1000, 2000, 3000), n_tasks: int = 4,
                 inner_steps=(0, 1, 5, 10), n_stimuli: int = 20, seed: int = 0,
-                n_eval: int = 30, metrics: bool = True) -> xr.Dataset:
-    """An activation record (schema_version 1) with the metric variables."""
+                n_eval: int = 30, metrics: bool = True, kind: str = "maml") -> xr.Dataset:
+    """An activation record (schema_version 1) with the metric variables.
+
+    ``kind`` goes into the ``config`` attribute as the recorders write it.
+    """
     x, labels = mnist(data_root, n_stimuli)
     rng = np.random.default_rng(seed)
     dims_in = (784,) + WIDTHS[:-1]
@@ -85,7 +88,7 @@ def make_record(data_root: Path, checkpoints=(0, 1000, 2000, 3000), n_tasks: int
                                            coords={"eval_task": np.arange(n_eval, dtype=np.int64)},
                                            attrs={"role": "metric", "inner_steps": int(steps[-1])})
     ds.attrs = {"schema_version": 1, "layers": json.dumps(list(LAYERS)),
-                "config": json.dumps({"maker": "tests/test_analyses_data.py", "seed": seed}),
+                "config": json.dumps({"kind": kind, "maker": "tests/test_analyses_data.py", "seed": seed}),
                 "versions": json.dumps({"numpy": np.__version__}), "created": "2026-01-01T00:00:00Z"}
     return ds
 
@@ -93,7 +96,7 @@ def make_record(data_root: Path, checkpoints=(0, 1000, 2000, 3000), n_tasks: int
 def make_supervised(data_root: Path, steps=tuple(range(0, 45, 5)), n_stimuli: int = 40) -> xr.Dataset:
     """The MNIST control: checkpoint = training step, one task, inner_step 0."""
     ds = make_record(data_root, checkpoints=steps, n_tasks=1, inner_steps=(0,), n_stimuli=n_stimuli,
-                     seed=1, metrics=False)
+                     seed=1, metrics=False, kind="supervised")
     return ds
 
 

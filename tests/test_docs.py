@@ -41,7 +41,6 @@ KNOWN_WITHOUT_EXAMPLES = frozenset({
     "repscope.analyses.pipeline.AnalysisConfig",
     "repscope.analyses.pipeline.analyse_maml",
     "repscope.analyses.pipeline.analyse_supervised",
-    "repscope.analyses.pipeline.is_supervised",
     "repscope.analyses.pipeline.redraw",
     "repscope.analyses.pipeline.summarize",
     "repscope.analyses.plots.plot_accuracy",

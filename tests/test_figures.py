@@ -130,3 +130,12 @@ def test_a_miniimagenet_record_gives_figure_6(data_root, tmp_path):
     assert "fig6.nc" in names and "fig6.png" in names and "fig3.nc" not in names
     assert "fig4.nc" not in names  # no accuracy variables in this record
     assert load_netcdf(tmp_path / "fig6.nc").attrs["figure"] == "6"
+
+
+def test_the_mds_of_figures_3_and_5_uses_the_configured_seed(data_root, tmp_path):
+    ds = make_record(data_root, checkpoints=(0, 1000), n_tasks=2, inner_steps=(0, 1), n_stimuli=10, metrics=False)
+    analyse_maml(ds, AnalysisConfig(measures=("rsa",), formats=("png",), seed=7), tmp_path, "runs/seed")
+    for fig in ("fig3", "fig5"):
+        saved = load_netcdf(tmp_path / f"{fig}.nc")
+        assert saved["mds"].attrs["seed"] == 7
+        xr.testing.assert_allclose(saved["mds"], mds_embedding(saved["rdm_of_rdms"], "paper", seed=7))

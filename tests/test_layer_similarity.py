@@ -119,3 +119,28 @@ def test_no_module_in_analyses_shadows_another_top_level_module():
     elsewhere = {m.name for m in pkgutil.iter_modules()
                  if Path(getattr(m.module_finder, "path", "")) != folder}
     assert not ours & (set(sys.stdlib_module_names) | elsewhere)
+
+
+def test_a_maml_record_with_one_task_and_inner_step_0_is_analysed_as_maml(data_root, tmp_path):
+    """The kind comes from the recorder's ``kind``, not from the shape (issue 10)."""
+    from repscope.analyses.pipeline import is_supervised
+
+    one = make_record(data_root, checkpoints=(0, 1000), n_tasks=1, inner_steps=(0,), n_stimuli=12)
+    assert not is_supervised(one)
+    assert is_supervised(make_supervised(data_root, steps=(0, 5), n_stimuli=12))
+    write_run(one, tmp_path / "one" / "activations")
+    out = tmp_path / "r"
+    rc = layer_similarity.main(["--run", str(tmp_path / "one"), "--results", str(out), "--measures", "rsa",
+                                "--n-boot", "50", "--formats", "png"])
+    assert rc == 0
+    assert (out / "one" / "fig1a.nc").is_file() and not (out / "one" / "fig2.nc").exists()
+
+
+def test_a_record_without_a_kind_is_refused_with_the_fix(data_root, tmp_path, capsys):
+    ds = make_record(data_root, checkpoints=(0, 1000), n_tasks=1, inner_steps=(0,), n_stimuli=12)
+    ds.attrs["config"] = "{}"
+    write_run(ds, tmp_path / "old" / "activations")
+    rc = layer_similarity.main(["--run", str(tmp_path / "old"), "--results", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "kind None" in err and "--maml-run" in err
