@@ -7,7 +7,7 @@ dask-backed layer :func:`features_by_chunk` does that chunk by chunk, as one das
 per chunk, and only the features are gathered. The rest of every analysis works on
 features, so the whole analysis reads each chunk when it needs it and never holds the
 record. The tasks run on dask's current scheduler: threads of this process by default,
-or a ``dask.distributed`` cluster when a :class:`distributed.Client` is active (the
+or a ``dask.distributed`` cluster when a ``distributed.Client`` is active (the
 workers then read the files).
 
 The features of a chunk are the ones the in-memory path computes for the same

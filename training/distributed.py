@@ -51,7 +51,7 @@ class Ranks:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the one process that writes run files and logs."""
+        """Whether this is rank 0, the one process that writes run files and logs."""
         return self.rank == 0
 
     @property
@@ -157,7 +157,12 @@ def ranks(device: str = "cpu") -> Ranks:
 
 
 def leave(group: Ranks) -> None:
-    """Leave the process group that :func:`ranks` joined (nothing for one process)."""
+    """Leave the process group that :func:`ranks` joined (nothing for one process).
+
+    Examples
+    --------
+    >>> leave(Ranks())  # one process: no group to leave
+    """
     if group.distributed:
         import torch.distributed as dist
 
