@@ -14,7 +14,9 @@ The public API:
 * :class:`AnalysisError`, the one exception class.
 
 Figure computations live in :mod:`repscope.analyses.figure_data`, plots in
-:mod:`repscope.analyses.plots`, findings in :mod:`repscope.analyses.findings`.
+:mod:`repscope.analyses.plots`, findings in :mod:`repscope.analyses.findings`; the
+dimension handling, stimulus alignment and input checks that every measure shares in
+:mod:`repscope.analyses.dims`.
 
 Examples
 --------

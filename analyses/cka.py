@@ -6,7 +6,15 @@ matrix of Song et al. (2012) for the debiased one, and the per-batch U-centred
 matrices laid end to end for minibatch CKA (Nguyen et al., 2021). The HSIC scale
 factors (``1/(n-1)**2``, ``1/(n(n-3))``) cancel in the ratio. Turning each
 representation into its centred-Gram feature vector once (:func:`cka_features`) lets
-many pairs run as one matrix product (:func:`cka_matrix`).
+many pairs run as one matrix product (:func:`cka_matrix`); :func:`feature_cosine` is
+the one final normalisation that every CKA value of :mod:`repscope.analyses` goes
+through.
+
+The array functions here compare stimuli by position; the labelled
+:func:`repscope.analyses.compare` aligns them on their ``stimulus`` coordinate first.
+Non-finite values, too few stimuli (biased CKA needs ``n >= 3``: with two stimuli every
+centred Gram is the same up to scale, so CKA is always 1; debiased needs ``n >= 4``) and
+constant representations (a zero centred Gram matrix, up to rounding) are errors.
 
 Two RBF bandwidth conventions are offered:
 
@@ -24,12 +32,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from repscope.analyses.dims import check_finite, require_stimuli
 from repscope.analyses.errors import AnalysisError
 
-__all__ = ["KERNELS", "BANDWIDTHS", "cka", "cka_features", "cka_matrix", "hsic", "gram"]
+__all__ = ["KERNELS", "BANDWIDTHS", "MIN_STIMULI", "cka", "cka_features", "cka_matrix",
+           "feature_cosine", "hsic", "gram"]
 
 KERNELS = ("linear", "rbf")
 BANDWIDTHS = ("paper", "kornblith")
+MIN_STIMULI = {False: 3, True: 4}  # biased, debiased (U-centred) HSIC
 
 
 def _as_tensor(x, *, device=None, dtype=torch.float64, name="x") -> torch.Tensor:
@@ -43,12 +54,8 @@ def _as_tensor(x, *, device=None, dtype=torch.float64, name="x") -> torch.Tensor
             f"{name} has shape {tuple(t.shape)}; expected (n, d) or (batch, n, d) "
             "with n stimuli and d units"
         )
-    # One reduction is cheaper than a full isnan pass; NaN propagates through the sum.
-    if not torch.isfinite(t.sum()) and torch.isnan(t).any():
-        raise AnalysisError(
-            f"{name} (shape {tuple(t.shape)}) contains NaN; CKA needs complete "
-            "representations (drop missing combinations first)"
-        )
+    if not torch.isfinite(t.sum()):  # a cheap filter; the check names the cells
+        check_finite(t.cpu().numpy(), name, lambda k: f"batch index {k}", allow_missing=False)
     return t
 
 
@@ -92,20 +99,28 @@ def gram(x, kernel: str = "linear", *, bandwidth: str = "paper", threshold: floa
     t = _as_tensor(x, device=device, dtype=dtype)
     if kernel == "linear":
         return t @ t.transpose(1, 2)
-    dots = t @ t.transpose(1, 2)
+    # Distances do not change when the stimulus mean is subtracted; it keeps the Gram
+    # formula |a|^2 + |b|^2 - 2 a.b from cancelling a large common offset.
+    c = t - t.mean(dim=1, keepdim=True)
+    dots = c @ c.transpose(1, 2)
     norms = torch.diagonal(dots, dim1=1, dim2=2)
     sq = (norms[:, :, None] + norms[:, None, :] - 2 * dots).clamp_min(0)
     sq.diagonal(dim1=1, dim2=2).zero_()
+    # identical stimuli: distance 0 exactly, not the GEMM's rounding
+    sq = sq.masked_fill((t == t[:, :1]).all(2).all(1)[:, None, None], 0)
     flat = sq.flatten(1)
     if bandwidth == "paper":
-        med = torch.nanquantile(flat.masked_fill(flat == 0, float("nan")), 0.5, dim=1)
-        sigma2 = med
+        sigma2 = torch.nanquantile(flat.masked_fill(flat == 0, float("nan")), 0.5, dim=1)
     else:
         sigma2 = threshold ** 2 * torch.quantile(flat, 0.5, dim=1)
-    if torch.isnan(sigma2).any() or (sigma2 <= 0).any():
+    # All stimuli identical: every distance is zero and K is all ones whatever sigma is;
+    # the centred Gram is then zero, which cka_features refuses as a constant representation.
+    sigma2 = torch.where((flat == 0).all(1), torch.ones_like(sigma2), sigma2)
+    if (torch.isnan(sigma2) | (sigma2 <= 0)).any():
         raise AnalysisError(
-            "RBF bandwidth is zero: a representation has all stimuli identical "
-            f"(constant representation, shape {tuple(t.shape[1:])}); CKA is undefined"
+            f"RBF bandwidth is zero (bandwidth={bandwidth!r}, threshold={threshold}): most "
+            f"stimuli of a representation (shape {tuple(t.shape[1:])}) are identical. "
+            "Use bandwidth='paper' or a larger threshold"
         )
     return torch.exp(-sq / (2 * sigma2[:, None, None]))
 
@@ -115,11 +130,6 @@ def _center(k: torch.Tensor, debiased: bool) -> torch.Tensor:
     n = k.shape[-1]
     if not debiased:
         return k - k.mean(1, keepdim=True) - k.mean(2, keepdim=True) + k.mean((1, 2), keepdim=True)
-    if n < 4:
-        raise AnalysisError(
-            f"Debiased (U-centred) HSIC needs at least 4 stimuli; got n={n}. "
-            "Use debiased=False or more stimuli"
-        )
     k = k.clone()
     k.diagonal(dim1=1, dim2=2).zero_()
     row = k.sum(2, keepdim=True) / (n - 2)
@@ -160,37 +170,69 @@ def cka_features(x, kernel: str = "linear", *, debiased: bool = False,
     """
     t = _as_tensor(x, device=device, dtype=dtype)
     b, n, _ = t.shape
-    if batch_size is not None:
-        if batch_size < 4 or n % batch_size:
+    nb = 1
+    if batch_size is None:
+        require_stimuli(n, MIN_STIMULI[debiased], "Debiased (U-centred) CKA" if debiased else "CKA")
+    else:
+        if batch_size < MIN_STIMULI[True] or n % batch_size:
             raise AnalysisError(
-                f"Minibatch CKA needs equal batches of at least 4 stimuli; got n={n} "
+                f"Minibatch CKA needs equal batches of at least {MIN_STIMULI[True]} stimuli; got n={n} "
                 f"and batch_size={batch_size} (n must be a multiple of batch_size)"
             )
         nb = n // batch_size
         t = t.reshape(b * nb, batch_size, t.shape[2])
         debiased = True
-    else:
-        nb = 1
+    # trace of the uncentred Gram: the scale that rounding in the centring is relative to
+    trace = (t * t).sum((1, 2)) if kernel == "linear" else torch.full(t.shape[:1], t.shape[1], dtype=t.dtype)
+    rounding = torch.finfo(t.dtype).eps
     if kernel == "linear" and t.dtype != torch.float64:
         # Centring the features first leaves HKH and the U-centred Gram unchanged and
         # keeps a low-precision Gram well conditioned; in float64 centring the small
-        # n x n Gram is enough and saves a pass over the (n, d) features.
+        # n x n Gram is enough and saves a pass over the (n, d) features. Rounding then
+        # enters the Gram squared (eps * |x| per feature).
         t = t - t.mean(dim=1, keepdim=True)
-    c = _center(gram(t, kernel, bandwidth=bandwidth, threshold=threshold), debiased)
-    return c.reshape(b, -1)
+        rounding = rounding ** 2
+    c = _center(gram(t, kernel, bandwidth=bandwidth, threshold=threshold), debiased).reshape(b, -1)
+    _refuse_constant(c, trace.to(c.device).reshape(b, nb).sum(1), t.shape[1], rounding)
+    return c
 
 
-def _norms(f: torch.Tensor, debiased: bool, name: str) -> torch.Tensor:
-    sq = (f * f).sum(1)
-    scale = f.abs().amax(1).clamp_min(torch.finfo(f.dtype).tiny)
-    if (sq <= (1e-12 * scale) ** 2).any():
-        bad = torch.nonzero(sq <= (1e-12 * scale) ** 2).flatten().tolist()
+def _refuse_constant(c: torch.Tensor, trace: torch.Tensor, n: int, rounding: float) -> None:
+    """The one tolerance: a centred Gram within rounding (``n * rounding`` of the
+    uncentred Gram's trace) of zero is zero: a constant representation."""
+    zero = c.norm(dim=1) <= n * rounding * trace
+    if zero.any():
         raise AnalysisError(
-            f"{name}: representation(s) at batch index {bad[:10]} have a zero centred "
-            "Gram matrix (constant representation: every stimulus gives the same "
-            "response); CKA is undefined"
+            f"Constant representation at batch index {torch.nonzero(zero).flatten().tolist()[:10]}: "
+            "every stimulus gives the same response (up to rounding), so the centred Gram "
+            "matrix is zero and CKA is undefined"
         )
-    return sq.sqrt()
+
+
+def feature_cosine(fa, fb=None, *, pairwise: bool = True) -> torch.Tensor:
+    """CKA from centred-Gram feature vectors: their cosine, the one final normalisation.
+
+    Parameters
+    ----------
+    fa, fb : torch.Tensor or array_like
+        Shapes (R, m) and (S, m), rows from :func:`cka_features` (which refuses
+        constant representations, so no norm is zero); ``fb`` defaults to ``fa``.
+    pairwise : bool
+        Row ``r`` of ``fa`` with row ``r`` of ``fb`` (shape (R,), a single row
+        broadcasts), or every row with every row (shape (R, S)).
+
+    Examples
+    --------
+    >>> f = cka_features(np.random.default_rng(0).normal(size=(2, 6, 3)))
+    >>> feature_cosine(f).round(decimals=12).tolist(), feature_cosine(f, pairwise=False).shape
+    ([1.0, 1.0], torch.Size([2, 2]))
+    """
+    fa = torch.as_tensor(fa)
+    fb = fa if fb is None else torch.as_tensor(fb, device=fa.device)
+    na, nb = fa.norm(dim=1), fb.norm(dim=1)
+    if pairwise:
+        return (fa * fb).sum(1) / (na * nb)
+    return (fa @ fb.T) / (na[:, None] * nb[None, :])
 
 
 def cka(x, y, kernel: str = "linear", *, debiased: bool = False,
@@ -218,7 +260,8 @@ def cka(x, y, kernel: str = "linear", *, debiased: bool = False,
     Raises
     ------
     AnalysisError
-        For NaN, constant representations, mismatched n, or n < 4 when debiased.
+        For NaN or Inf, constant representations, mismatched n, or fewer than
+        :data:`MIN_STIMULI` stimuli (3, or 4 when debiased).
 
     Examples
     --------
@@ -238,7 +281,7 @@ def cka(x, y, kernel: str = "linear", *, debiased: bool = False,
             f"x and y must hold the same stimuli and batch: got feature shapes "
             f"{tuple(fx.shape)} and {tuple(fy.shape)}"
         )
-    return (fx * fy).sum(1) / (_norms(fx, debiased, "x") * _norms(fy, debiased, "y"))
+    return feature_cosine(fx, fy)
 
 
 def cka_matrix(reps, reps_b=None, kernel: str = "linear", **options) -> torch.Tensor:
@@ -275,10 +318,7 @@ def cka_matrix(reps, reps_b=None, kernel: str = "linear", **options) -> torch.Te
         return cka_features(rs, kernel, **options)
 
     fa = feats(reps)
-    fb = fa if reps_b is None else feats(reps_b)
-    deb = options.get("debiased", False) or options.get("batch_size") is not None
-    na, nb = _norms(fa, deb, "reps"), _norms(fb, deb, "reps_b")
-    return (fa @ fb.T) / (na[:, None] * nb[None, :])
+    return feature_cosine(fa, None if reps_b is None else feats(reps_b), pairwise=False)
 
 
 def hsic(x, y, kernel: str = "linear", *, debiased: bool = False, **options) -> torch.Tensor:

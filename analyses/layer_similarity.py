@@ -18,10 +18,9 @@ With no arguments this runs the quick end-to-end path on a fresh machine:
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
 ``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
 and ``miniimagenet-5way-1shot`` when Mini-ImageNet data are present), records 50 tasks
-at every 1000th step and analyses them: a GPU job. One paper meta-step takes 2.2 s on an
-H200 (tasks run one after another, so it is bound by kernel launches) and 6.4 s on one
-CPU core (``bench/bench_maml.py``): about 37 GPU-hours or 106 CPU-hours per MAML
-run. ``--maml-run`` /
+at every 1000th step and analyses them: a GPU job (its run time, measured by
+``bench/bench_maml.py``, is on the benchmark page, ``docs/guide/benchmarks.rst``).
+``--maml-run`` /
 ``--mnist-run`` / ``--run`` analyse existing runs without training anything;
 ``--redraw`` redraws every figure from saved netCDF without recomputing.
 
@@ -71,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="quick: CPU minutes (MAML 'quick' preset, 8 tasks); paper: the full "
-                        "reproduction (GPU, ~37 h per MAML run on an H200; Mini-ImageNet when its data exist)")
+                        "reproduction (a GPU job, run time in docs/guide/benchmarks.rst; Mini-ImageNet "
+                        "when its data exist)")
     p.add_argument("--run", action="append", default=[], type=Path, metavar="DIR",
                    help="existing run folder (or its activations/ folder) to analyse; repeatable; "
                         "kind read from the record (the 'kind' its recorder stored: maml or supervised)")
@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                         "precomputed: MDS on the dissimilarities")
     p.add_argument("--meta-gap", type=int, default=1000,
                    help="meta-steps compared in fig 1b and F2 (nearest checkpoint spacing used)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs (at least 40)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs and the MDS")
     p.add_argument("--formats", default="png,pdf", help="comma-separated figure file formats")
     p.add_argument("--memory-limit", default="auto", metavar="SIZE",
                    help="read records larger than this (e.g. 4GB) lazily with dask, one checkpoint "
@@ -122,12 +123,12 @@ def _record_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in _activations(folder).glob("checkpoint_*.nc"))
 
 
-def _open(folder: Path, lazy=None):
+def _open(folder: Path, lazy=None, quiet: bool = False):
     """The record of a run; ``lazy(size) -> str or None`` says why to read it lazily."""
     from repscope import probes
 
     why = lazy(_record_bytes(folder)) if lazy is not None else None
-    if why:
+    if why and not quiet:
         print(f"[layer_similarity] {folder}: {why}: reading it lazily with dask, one checkpoint "
               "file at a time", flush=True)
     try:
@@ -251,6 +252,22 @@ def _cluster(args):
     return Client(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
 
 
+def _check_paths(args) -> None:
+    """Refuse missing run folders and unusable output folders before anything runs."""
+    named = [("--run", r) for r in args.run] + [("--maml-run", r) for r in args.maml_run]
+    named += [("--mnist-run", args.mnist_run)] if args.mnist_run is not None else []
+    for option, run in named:
+        if not _has(_activations(run), "checkpoint_*.nc"):
+            raise AnalysisError(f"{option} {run}: no activation record there (expected checkpoint_*.nc files "
+                                "in the folder or its activations/ folder; record the run with "
+                                "python -m repscope.training.record or repscope.training.supervised)")
+    for option, folder in (("--results", args.results), ("--runs-dir", args.runs_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise AnalysisError(f"{option} {folder}: exists and is not a folder; expected a folder to write into")
+    if args.data is not None and not args.data.is_dir():
+        raise AnalysisError(f"--data {args.data}: no such folder; expected a folder laid out like ../shared/data")
+
+
 def main(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -265,12 +282,13 @@ def main(argv=None) -> int:
             return 0
         cfg = AnalysisConfig(measures=tuple(m.strip() for m in args.measures.split(",") if m.strip()),
                              primary=args.primary, rdm_method=args.rdm_method, mds_mode=args.mds_mode,
-                             meta_gap=args.meta_gap, n_boot=args.n_boot, device=args.device,
+                             meta_gap=args.meta_gap, n_boot=args.n_boot, seed=args.seed, device=args.device,
                              formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
+        _check_paths(args)
         lazy = _lazy_policy(args)  # options checked before anything is trained or written
         maml_runs, mnist_run = list(args.maml_run), args.mnist_run
         for run in args.run:
-            if is_supervised(_open(run)):
+            if is_supervised(_open(run, lazy, quiet=True)):
                 mnist_run = run
             else:
                 maml_runs.append(run)

@@ -20,21 +20,32 @@ name                       direction       what
 =========================  ==============  ===============================================
 
 CKA measures also take ``device`` (e.g. "cuda") and ``dtype``.
+
+Each :class:`Measure` holds its behaviour: the function that turns a representation
+into feature vectors, the one that compares paired vectors, the one that compares every
+vector with every other, and the fewest stimuli it needs. Labelled inputs are aligned
+on their ``stimulus`` coordinate first (:func:`repscope.analyses.dims.align_stimuli`):
+the order of the stimuli never changes a value; different stimuli are an error.
 """
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
 import xarray as xr
 
-from repscope.analyses._labels import STIMULUS, _missing, _other_dims, _paired, _to_batch, _unit_dim
-from repscope.analyses.cka import cka_features
+from repscope.analyses.cka import MIN_STIMULI as CKA_MIN_STIMULI
+from repscope.analyses.cka import cka_features, feature_cosine
+from repscope.analyses.dims import (PAIR, STIMULUS, align_stimuli, condition_matrix, map_cells, other_dims,
+                                    paired, require_stimuli, unit_dim)
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.lazy import features_by_chunk, is_lazy
-from repscope.analyses.rdms import PAIR, rdm_matrix, rdms, spearman_dissimilarity
+from repscope.analyses.rdms import MIN_STIMULI as RSA_MIN_STIMULI
+from repscope.analyses.rdms import rdms, spearman_dissimilarity, spearman_matrix
 
 __all__ = ["MEASURES", "Measure", "get_measure", "features", "compare", "compare_all"]
 
@@ -42,15 +53,58 @@ GRAM = "gram_entry"
 _CHUNK_BYTES = 512 * 2**20  # float64 bytes of representation read at once
 
 
+def _rsa_features(da: xr.DataArray, rdm_method: str) -> xr.DataArray:
+    return rdms(da, rdm_method)
+
+
+def _rsa_paired(va, vb, **_) -> np.ndarray:
+    return spearman_dissimilarity(va, vb)
+
+
+def _rsa_matrix(v, **_) -> np.ndarray:
+    return spearman_matrix(v)
+
+
+def _cka_features(da: xr.DataArray, *, kernel: str, debiased: bool, device, dtype,
+                  bandwidth: str = "paper", threshold: float = 1.0, batch_size: int | None = None) -> xr.DataArray:
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    n = da.sizes[STIMULUS]
+    width = n * n if batch_size is None else (n // batch_size) * batch_size ** 2
+
+    def fn(batch):
+        return cka_features(batch, kernel, debiased=debiased, batch_size=batch_size, bandwidth=bandwidth,
+                            threshold=threshold, device=device, dtype=dtype).cpu().numpy()
+    return map_cells(da, fn, GRAM, width)
+
+
+def _cka_paired(va, vb, *, device=None, **_) -> np.ndarray:
+    return feature_cosine(torch.as_tensor(va, device=device), vb).cpu().numpy()
+
+
+def _cka_matrix(v, *, device=None, **_) -> np.ndarray:
+    return feature_cosine(torch.as_tensor(v, device=device), pairwise=False).cpu().numpy()
+
+
 @dataclass(frozen=True)
 class Measure:
-    """A registered measure: its direction and defaults.
+    """A registered measure: its direction, options and behaviour.
 
     Attributes
     ----------
     name : str
     direction : {"dissimilarity", "similarity"}
     description : str
+    family : {"rsa", "cka"}
+    core : str
+        The dim of its feature vectors: ``pair`` (RDM entries) or ``gram_entry``.
+    min_stimuli : int
+        Fewest stimuli for a defined value.
+    features : callable
+        ``features(da, **options) -> DataArray`` over the other dims and ``core``.
+    pair : callable
+        ``pair(va, vb, **options) -> (cells,)``: paired feature vectors compared.
+    matrix : callable
+        ``matrix(v, **options) -> (c, c)``: every feature vector with every other.
     defaults : dict
         Options and their default values; no other options are accepted.
     """
@@ -58,27 +112,35 @@ class Measure:
     name: str
     direction: str
     description: str
+    family: str
+    core: str
+    min_stimuli: int
+    features: Callable = field(repr=False)
+    pair: Callable = field(repr=False)
+    matrix: Callable = field(repr=False)
     defaults: dict = field(default_factory=dict)
 
-    @property
-    def family(self) -> str:
-        """``"rsa"`` or ``"cka"``."""
-        return "rsa" if self.name == "rsa" else "cka"
+
+def _rsa(name, description) -> Measure:
+    return Measure(name, "dissimilarity", description, "rsa", PAIR, RSA_MIN_STIMULI, _rsa_features,
+                   _rsa_paired, _rsa_matrix, {"rdm_method": "correlation"})
 
 
-_CKA_COMMON = {"device": None, "dtype": "float64"}
+def _cka(name, description, kernel, debiased, **defaults) -> Measure:
+    return Measure(name, "similarity", description, "cka", GRAM, CKA_MIN_STIMULI[debiased],
+                   partial(_cka_features, kernel=kernel, debiased=debiased), _cka_paired, _cka_matrix,
+                   {**defaults, "device": None, "dtype": "float64"})
+
+
+_RBF = {"bandwidth": "paper", "threshold": 1.0}
 MEASURES: dict[str, Measure] = {
     m.name: m for m in [
-        Measure("rsa", "dissimilarity", "1 - Spearman between first-order RDMs (rsatoolbox)",
-                {"rdm_method": "correlation"}),
-        Measure("cka_linear", "similarity", "linear CKA (biased HSIC)", dict(_CKA_COMMON)),
-        Measure("cka_rbf", "similarity", "RBF CKA (biased HSIC)",
-                {"bandwidth": "paper", "threshold": 1.0, **_CKA_COMMON}),
-        Measure("cka_linear_debiased", "similarity", "linear CKA (unbiased HSIC)", dict(_CKA_COMMON)),
-        Measure("cka_rbf_debiased", "similarity", "RBF CKA (unbiased HSIC)",
-                {"bandwidth": "paper", "threshold": 1.0, **_CKA_COMMON}),
-        Measure("cka_linear_minibatch", "similarity", "minibatch linear CKA (unbiased HSIC)",
-                {"batch_size": 10, **_CKA_COMMON}),
+        _rsa("rsa", "1 - Spearman between first-order RDMs (rsatoolbox)"),
+        _cka("cka_linear", "linear CKA (biased HSIC)", "linear", False),
+        _cka("cka_rbf", "RBF CKA (biased HSIC)", "rbf", False, **_RBF),
+        _cka("cka_linear_debiased", "linear CKA (unbiased HSIC)", "linear", True),
+        _cka("cka_rbf_debiased", "RBF CKA (unbiased HSIC)", "rbf", True, **_RBF),
+        _cka("cka_linear_minibatch", "minibatch linear CKA (unbiased HSIC)", "linear", True, batch_size=10),
     ]
 }
 
@@ -114,17 +176,6 @@ def _resolve(name: str, options: dict) -> tuple[Measure, dict]:
     return m, {**m.defaults, **options}
 
 
-def _cka_kwargs(m: Measure, opts: dict) -> dict:
-    dtype = getattr(torch, opts["dtype"]) if isinstance(opts["dtype"], str) else opts["dtype"]
-    kw = {"kernel": "rbf" if "rbf" in m.name else "linear", "device": opts["device"], "dtype": dtype,
-          "debiased": m.name.endswith(("debiased", "minibatch"))}
-    if "bandwidth" in opts:
-        kw.update(bandwidth=opts["bandwidth"], threshold=opts["threshold"])
-    if "batch_size" in opts:
-        kw["batch_size"] = opts["batch_size"]
-    return kw
-
-
 def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     """Per-representation feature vectors of a measure (RDMs or centred Grams).
 
@@ -141,9 +192,10 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     ('task', 'gram_entry')
     """
     m, opts = _resolve(measure, options)
+    others = other_dims(da)
+    require_stimuli(da.sizes[STIMULUS], m.min_stimuli, measure)
     if is_lazy(da):  # dask-backed (larger than memory): reduced chunk by chunk
-        return features_by_chunk(features, da, (STIMULUS, _unit_dim(da)), measure=measure, **options)
-    others = _other_dims(da)
+        return features_by_chunk(features, da, (STIMULUS, unit_dim(da)), measure=measure, **options)
     if others and da.size * 8 > _CHUNK_BYTES and da.sizes[others[0]] > 1:
         # Large records (the paper's: 60 checkpoints x 50 tasks x 4 steps of 12544
         # units) are read and reduced a slice at a time; the features are small.
@@ -151,36 +203,12 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
         parts = [features(da.isel({others[0]: slice(i, i + step)}), measure, **options)
                  for i in range(0, da.sizes[others[0]], step)]
         return xr.concat(parts, others[0], combine_attrs="override")
-    if m.family == "rsa":
-        return rdms(da, opts["rdm_method"])
-    batch, others = _to_batch(da)
-    miss = _missing(batch, da.name)
-    n = batch.shape[1]
-    width = n * n if "batch_size" not in opts else (n // opts["batch_size"]) * opts["batch_size"] ** 2
-    out = np.full((batch.shape[0], width), np.nan)
-    if (~miss).any():
-        try:
-            f = cka_features(batch[~miss], **_cka_kwargs(m, opts))
-        except AnalysisError as err:
-            raise AnalysisError(f"{measure} on {da.name!r}: {err}") from None
-        out[~miss] = f.cpu().numpy()
-    sub = da.isel({_unit_dim(da): 0, STIMULUS: 0}, drop=True)
-    sub = sub.drop_vars([c for c in sub.coords if set(sub[c].dims) - set(others)])
-    res = xr.DataArray(out.reshape(sub.shape + (width,)), dims=others + [GRAM],
-                       coords=dict(sub.coords), name=da.name)
-    res.attrs = {"measure": measure}
+    try:
+        res = m.features(da, **opts)
+    except AnalysisError as err:
+        raise AnalysisError(f"{measure} on {da.name!r}: {err}") from None
+    res.attrs = {**res.attrs, "measure": measure}
     return res
-
-
-def _cosine(va: np.ndarray, vb: np.ndarray, device=None) -> np.ndarray:
-    a = torch.as_tensor(va, device=device)
-    b = torch.as_tensor(vb, device=device)
-    na, nb = a.norm(dim=1), b.norm(dim=1)
-    if (na == 0).any() or (nb == 0).any():
-        raise AnalysisError(
-            "CKA is undefined for a constant representation (zero centred Gram matrix)"
-        )
-    return ((a * b).sum(1) / (na * nb)).cpu().numpy()
 
 
 def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
@@ -189,9 +217,12 @@ def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -
     Parameters
     ----------
     a, b : xarray.DataArray
-        Layer variables (``stimulus``, one ``unit_*`` dim, any other dims). Shared
-        dims must have identical coordinates; the rest broadcast. The unit dims may
-        differ (different layers). Scalar coordinates are dropped.
+        Layer variables (``stimulus``, one ``unit_*`` dim, any other dims). They are
+        aligned on their ``stimulus`` coordinate (``b`` is reordered to ``a``); both
+        must hold the same stimuli, and ``image_id`` / ``label`` coordinates carried by
+        both must agree (without a ``stimulus`` coordinate on either, by position).
+        Shared other dims must have identical coordinates; the rest broadcast. The
+        unit dims may differ (different layers). Scalar coordinates are dropped.
     measure : str
         A name in :data:`MEASURES`.
     **options
@@ -213,11 +244,9 @@ def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -
     ('task',)
     """
     m, opts = _resolve(measure, options)
+    a, b = align_stimuli(a, b)
     fa, fb = features(a, measure, **options), features(b, measure, **options)
-    if m.family == "rsa":
-        out = _paired(fa, fb, PAIR, spearman_dissimilarity, "RDMs")
-    else:
-        out = _paired(fa, fb, GRAM, lambda x, y: _cosine(x, y, opts["device"]), "centred Grams")
+    out = paired(fa, fb, m.core, partial(m.pair, **opts), f"{measure} features")
     out.name = measure
     out.attrs = {"measure": measure, "direction": m.direction,
                  "options": repr({k: v for k, v in opts.items() if k != "device"})}
@@ -240,24 +269,7 @@ def compare_all(da: xr.DataArray, measure: str = "rsa", dim: str = "condition", 
     (3, 3)
     """
     m, opts = _resolve(measure, options)
-    f = features(da, measure, **options)
-    if m.family == "rsa":
-        out = rdm_matrix(f, dim)
-    else:
-        others = [d for d in f.dims if d != GRAM]
-        flat = f.stack({dim: others}) if others else f.expand_dims(dim)
-        flat = flat.transpose(dim, GRAM)
-        flat = flat.isel({dim: ~np.isnan(flat.values).all(1)})
-        t = torch.as_tensor(flat.values, device=opts["device"])
-        nrm = t.norm(dim=1)
-        if (nrm == 0).any():
-            raise AnalysisError("CKA is undefined for a constant representation")
-        mat = ((t @ t.T) / (nrm[:, None] * nrm[None, :])).cpu().numpy()
-        coords = {}
-        for d in others:
-            coords[d] = (dim, flat[d].values)
-            coords[f"{d}_b"] = (f"{dim}_b", flat[d].values)
-        out = xr.DataArray(mat, dims=(dim, f"{dim}_b"), coords=coords)
+    out = condition_matrix(features(da, measure, **options), m.core, partial(m.matrix, **opts), dim)
     out.name = measure
     out.attrs.update({"measure": measure, "direction": m.direction})
     return out

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import xarray as xr
+from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
+from repscope.analyses.dims import to_cells
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
 from repscope.analyses.mds import MDS_MODES, mds_embedding
@@ -25,9 +28,10 @@ from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot
                             plot_rdm_of_rdms, plot_training_change)
 from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.uncertainty import check_n_boot
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "choose_lag", "record_kind", "is_supervised", "is_miniimagenet"]
+           "choose_lag", "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
 
 
 @dataclass
@@ -56,6 +60,17 @@ class AnalysisConfig:
         Torch device for CKA ("cuda" on a GPU machine).
     formats : tuple of str
         Figure file formats (matplotlib names), default PNG and PDF.
+
+    Every field is checked on construction, so a bad choice fails before anything is
+    computed or written, with a message naming the field, its command-line option, the
+    value and what is allowed.
+
+    Examples
+    --------
+    >>> AnalysisConfig(n_boot=0)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: n_boot (--n-boot) = 0: a 95% percentile bootstrap CI needs a whole number of at least 40 resamples ...
     """
 
     measures: tuple = ("rsa", "cka_linear")
@@ -72,18 +87,50 @@ class AnalysisConfig:
     formats: tuple = ("png", "pdf")
 
     def __post_init__(self):
-        for m in (*self.measures, self.primary):
-            get_measure(m)
+        for name in ("measures", "fig3_inner_steps", "formats"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                _refuse(name, getattr(self, name), "a tuple (e.g. ('rsa',)), not a string")
+        self.measures, self.fig3_inner_steps, self.formats = (
+            tuple(self.measures), tuple(self.fig3_inner_steps), tuple(self.formats))
+        for name in ("measures", "primary"):
+            for m in getattr(self, name) if name == "measures" else (self.primary,):
+                try:
+                    get_measure(m)
+                except AnalysisError as err:
+                    raise AnalysisError(f"{_option(name)}: {err}") from None
+        if not self.measures or len(set(self.measures)) != len(self.measures):
+            _refuse("measures", self.measures, "one or more different measure names")
         if self.rdm_method not in RDM_METHODS:
-            raise AnalysisError(f"Unknown rdm_method {self.rdm_method!r}. Expected one of {sorted(RDM_METHODS)}")
+            _refuse("rdm_method", self.rdm_method, f"one of {sorted(RDM_METHODS)}")
         if self.mds_mode not in MDS_MODES:
-            raise AnalysisError(f"Unknown mds_mode {self.mds_mode!r}. Expected one of {sorted(MDS_MODES)}")
+            _refuse("mds_mode", self.mds_mode, f"one of {sorted(MDS_MODES)}")
+        for name in ("meta_gap", "fig3_checkpoints", "fig3_tasks"):
+            if not _whole(getattr(self, name), 1):
+                _refuse(name, getattr(self, name), "a whole number >= 1")
+        if not self.fig3_inner_steps or not all(_whole(s, 0) for s in self.fig3_inner_steps):
+            _refuse("fig3_inner_steps", self.fig3_inner_steps, "one or more whole numbers >= 0")
+        if not _whole(self.seed, 0):
+            _refuse("seed", self.seed, "a whole number >= 0")
+        try:
+            check_n_boot(self.n_boot)
+        except AnalysisError as err:
+            raise AnalysisError(f"{_option('n_boot')} = {self.n_boot!r}: {err}") from None
+        known = FigureCanvasBase.get_supported_filetypes()
+        if not self.formats or any(f not in known for f in self.formats):
+            _refuse("formats", ",".join(map(str, self.formats)), f"one or more of {sorted(known)}")
+        if self.device is not None:
+            try:
+                dev = torch.device(self.device)
+            except (RuntimeError, TypeError):
+                _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
 
     def options(self, measure: str) -> dict:
         """Options passed to :func:`repscope.analyses.compare` for ``measure``."""
-        if measure == "rsa":
-            return {"rdm_method": self.rdm_method}
-        return {"device": self.device} if self.device else {}
+        allowed = get_measure(measure).defaults
+        opts = {"rdm_method": self.rdm_method, "device": self.device}
+        return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
     def spec(self) -> dict:
         return {m: self.options(m) for m in self.measures}
@@ -118,6 +165,22 @@ def record_kind(ds: xr.Dataset) -> str:
                             "and repscope.training.supervised); name the run with --maml-run or "
                             "--mnist-run instead")
     return kind
+
+
+_CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "n_boot", "seed", "device",
+               "formats"}  # the fields python analyses/layer_similarity.py sets from its options
+
+
+def _option(field: str) -> str:
+    return f"{field} (--{field.replace('_', '-')})" if field in _CLI_FIELDS else field
+
+
+def _refuse(field: str, value, allowed: str):
+    raise AnalysisError(f"{_option(field)} = {value!r} is not allowed; expected {allowed}")
+
+
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
 
 
 def is_supervised(ds: xr.Dataset) -> bool:
@@ -179,6 +242,29 @@ def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
     return res
 
 
+def check_record(ds: xr.Dataset) -> None:
+    """Refuse a record with a NaN or Inf activation in any layer, naming the cells.
+
+    The figures and findings need every (checkpoint, task, inner_step) cell: a missing
+    (all-NaN) cell, e.g. from a diverged training run, is an error here, raised before
+    anything is computed or written.
+
+    Examples
+    --------
+    >>> x = np.ones((1, 1, 2, 3, 2))
+    >>> x[0, 0, 1] = np.nan
+    >>> ds = xr.Dataset({"head": (("checkpoint", "task", "inner_step", "stimulus", "unit_head"), x)},
+    ...                 coords={"checkpoint": [500], "task": [0], "inner_step": [0, 1]},
+    ...                 attrs={"layers": '["head"]'})
+    >>> check_record(ds)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: 'head' has non-finite values in 1 cell(s): checkpoint=500, task=0, inner_step=1 (all NaN). ...
+    """
+    for layer in fd.layer_names(ds):
+        to_cells(ds[layer], allow_missing=False)
+
+
 def _rdm_figure(ds, cfg, layers, sel):
     rdm = fd.rdm_of_rdms(ds, cfg.primary, selection=sel, layers=layers, **cfg.options(cfg.primary))
     emb = mds_embedding(rdm, cfg.mds_mode, seed=cfg.seed)
@@ -206,6 +292,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         ``{"inner": Dataset, "meta": Dataset, "meta_gap": Dataset, "files": [Path, ...]}``.
     """
     out = Path(out)
+    check_record(ds)
     layers = fd.layer_names(ds)
     bar = tqdm(total=5, desc=f"analyse {Path(source).name or 'maml'}", unit="figure", leave=False)
     results, files = {}, []
@@ -246,6 +333,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
+    check_record(ds)
     res = fd.training_change(ds, cfg.spec())
     return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 

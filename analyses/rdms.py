@@ -22,6 +22,10 @@ RDM methods (``method=``):
 Labelled RDMs are DataArrays with the input's other dims plus ``pair`` (the upper
 triangle, row-major as in :func:`scipy.spatial.distance.squareform`), with per-pair
 coordinates ``<coord>_i`` / ``<coord>_j`` for every stimulus coordinate.
+
+An RDM needs at least 2 stimuli, a second-order comparison (``1 - Spearman``) at
+least 3 (with 2 stimuli an RDM has one entry and Spearman is undefined). Labelled RDMs
+are aligned on their stimuli before they are compared (:func:`repscope.analyses.dims.align_pairs`).
 """
 from __future__ import annotations
 
@@ -31,14 +35,16 @@ from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import RDMs, calc_rdm
 from rsatoolbox.rdm import compare as _rsa_compare
 
-from repscope.analyses._labels import STIMULUS, _missing, _paired, _to_batch, _unit_dim
+from repscope.analyses.dims import (PAIR, STIMULUS, align_pairs, condition_matrix, map_cells, pair_coords,
+                                    pair_labels, paired, require_stimuli, stimuli_of_pairs, stimulus_labels,
+                                    unit_dim)
 from repscope.analyses.errors import AnalysisError
 
 __all__ = ["RDM_METHODS", "rdms", "to_rsatoolbox", "from_rsatoolbox", "rdm_dissimilarity",
-           "rdm_matrix", "spearman_dissimilarity"]
+           "rdm_matrix", "spearman_dissimilarity", "spearman_matrix"]
 
 RDM_METHODS = ("euclidean", "correlation", "cosine")
-PAIR = "pair"
+MIN_STIMULI = 3  # a second-order comparison; a first-order RDM needs 2
 _CHUNK = 256
 
 
@@ -73,10 +79,6 @@ def _rdm_vectors(batch: np.ndarray, method: str, descriptors=None, obs=None) -> 
     return out
 
 
-def _stimulus_coords(da: xr.DataArray) -> dict[str, np.ndarray]:
-    return {str(c): da[c].values for c in da.coords if da[c].dims == (STIMULUS,)}
-
-
 def rdms(da: xr.DataArray, method: str = "correlation") -> xr.DataArray:
     """First-order RDMs of a labelled representation, computed by rsatoolbox.
 
@@ -102,21 +104,11 @@ def rdms(da: xr.DataArray, method: str = "correlation") -> xr.DataArray:
     array([12.5,  0.5,  9. ])
     """
     _check_method(method)
-    batch, others = _to_batch(da)
-    miss = _missing(batch, da.name)
-    n = batch.shape[1]
-    i, j = np.triu_indices(n, 1)
-    out = np.full((batch.shape[0], len(i)), np.nan)
-    if (~miss).any():
-        out[~miss] = _rdm_vectors(batch[~miss], method).get_vectors()
-    sub = da.isel({_unit_dim(da): 0, STIMULUS: 0}, drop=True)
-    sub = sub.drop_vars([c for c in sub.coords if set(sub[c].dims) - set(others)])
-    coords = {k: v for k, v in sub.coords.items()}
-    for name, vals in _stimulus_coords(da).items():
-        coords[f"{name}_i"] = (PAIR, vals[i])
-        coords[f"{name}_j"] = (PAIR, vals[j])
-    res = xr.DataArray(out.reshape(sub.shape + (len(i),)), dims=others + [PAIR], coords=coords,
-                       name=da.name)
+    unit_dim(da)
+    n = da.sizes[STIMULUS]
+    require_stimuli(n, 2, "An RDM")
+    res = map_cells(da, lambda batch: _rdm_vectors(batch, method).get_vectors(), PAIR, n * (n - 1) // 2,
+                    pair_coords(stimulus_labels(da), n))
     res.attrs = {"rdm_method": method, "engine": "rsatoolbox.rdm.calc_rdm",
                  "note": "euclidean = squared distance / n units (rsatoolbox)"}
     return res
@@ -141,19 +133,10 @@ def to_rsatoolbox(rdm: xr.DataArray) -> RDMs:
     if PAIR not in rdm.dims:
         raise AnalysisError(f"Expected labelled RDMs with a {PAIR!r} dim; got dims {rdm.dims}")
     others = [d for d in rdm.dims if d != PAIR]
-    flat = rdm.transpose(*others, PAIR)
-    vals = flat.values.reshape(-1, rdm.sizes[PAIR])
-    m = rdm.sizes[PAIR]
-    n = int(round((1 + np.sqrt(1 + 8 * m)) / 2))
-    i, _ = np.triu_indices(n, 1)
+    vals = rdm.transpose(*others, PAIR).values.reshape(-1, rdm.sizes[PAIR])
     grid = np.meshgrid(*[rdm[d].values for d in others], indexing="ij") if others else []
     rdm_desc = {d: g.ravel().tolist() for d, g in zip(others, grid)}
-    pattern = {}
-    for c in rdm.coords:
-        if str(c).endswith("_i") and f"{str(c)[:-2]}_j" in rdm.coords:
-            base = str(c)[:-2]
-            vi, vj = rdm[c].values, rdm[f"{base}_j"].values
-            pattern[base] = np.concatenate([vi[np.searchsorted(i, np.arange(n - 1))], vj[-1:]])
+    pattern = pair_labels(rdm)
     return RDMs(vals, dissimilarity_measure=rdm.attrs.get("rdm_method"),
                 rdm_descriptors=rdm_desc or None, pattern_descriptors=pattern or None)
 
@@ -175,17 +158,8 @@ def from_rsatoolbox(r: RDMs, dims: list[str] | None = None) -> xr.DataArray:
     ('task', 'pair')
     """
     dims = [d for d in r.rdm_descriptors if d != "index"] if dims is None else list(dims)
-    vecs = r.get_vectors()
-    n = r.n_cond
-    i, j = np.triu_indices(n, 1)
-    pair_coords = {}
-    for name, vals in r.pattern_descriptors.items():
-        if name == "index":
-            continue
-        vals = np.asarray(vals)
-        pair_coords[f"{name}_i"] = (PAIR, vals[i])
-        pair_coords[f"{name}_j"] = (PAIR, vals[j])
-    flat = xr.DataArray(vecs, dims=("rdm", PAIR), coords=pair_coords)
+    labels = {k: v for k, v in r.pattern_descriptors.items() if k != "index"}
+    flat = xr.DataArray(r.get_vectors(), dims=("rdm", PAIR), coords=pair_coords(labels, r.n_cond))
     if not dims:
         return flat
     flat = flat.assign_coords({d: ("rdm", np.asarray(r.rdm_descriptors[d])) for d in dims})
@@ -207,7 +181,8 @@ def spearman_dissimilarity(va: np.ndarray, vb: np.ndarray) -> np.ndarray:
     """``1 - Spearman`` between paired RDM vectors, via :func:`rsatoolbox.rdm.compare`.
 
     rsatoolbox compares every RDM of one set with every RDM of the other; paired
-    comparisons are done in chunks of 256 and the diagonal kept.
+    comparisons are done in chunks of 256 and the diagonal kept. The RDMs must come from
+    at least 3 stimuli.
 
     Examples
     --------
@@ -215,6 +190,7 @@ def spearman_dissimilarity(va: np.ndarray, vb: np.ndarray) -> np.ndarray:
     array([2.])
     """
     va, vb = np.atleast_2d(va), np.atleast_2d(vb)
+    require_stimuli(stimuli_of_pairs(va.shape[1]), MIN_STIMULI, "1 - Spearman between RDMs")
     out = np.empty(len(va))
     for s in range(0, len(va), _CHUNK):
         sim = _rsa_compare(va[s:s + _CHUNK], vb[s:s + _CHUNK], method="spearman")
@@ -225,9 +201,10 @@ def spearman_dissimilarity(va: np.ndarray, vb: np.ndarray) -> np.ndarray:
 def rdm_dissimilarity(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     """Second-order dissimilarity ``1 - Spearman`` between paired labelled RDMs.
 
-    Shared dims must have identical coordinates; other dims broadcast, so e.g. the
-    inner_step-0 RDMs (checkpoint) against the last-step RDMs (checkpoint, task)
-    gives (checkpoint, task).
+    The RDMs are aligned on their stimuli (``<coord>_i/_j``; see
+    :func:`repscope.analyses.dims.align_pairs`). Shared dims must have identical
+    coordinates; other dims broadcast, so e.g. the inner_step-0 RDMs (checkpoint)
+    against the last-step RDMs (checkpoint, task) gives (checkpoint, task).
 
     Examples
     --------
@@ -237,7 +214,21 @@ def rdm_dissimilarity(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
     >>> rdm_dissimilarity(r, r).values
     array([0., 0., 0.])
     """
-    return _paired(a, b, PAIR, spearman_dissimilarity, "RDMs")
+    a, b = align_pairs(a, b)
+    return paired(a, b, PAIR, spearman_dissimilarity, "RDMs")
+
+
+def spearman_matrix(vectors: np.ndarray) -> np.ndarray:
+    """``1 - Spearman`` between every pair of RDM vectors (rows), one rsatoolbox call.
+
+    Examples
+    --------
+    >>> spearman_matrix(np.array([[1.0, 2, 3], [3.0, 2, 1]])).round(12)
+    array([[0., 2.],
+           [2., 0.]])
+    """
+    require_stimuli(stimuli_of_pairs(vectors.shape[1]), MIN_STIMULI, "1 - Spearman between RDMs")
+    return 1 - _rsa_compare(vectors, vectors, method="spearman")
 
 
 def rdm_matrix(rdm: xr.DataArray, dim: str = "condition") -> xr.DataArray:
@@ -259,21 +250,6 @@ def rdm_matrix(rdm: xr.DataArray, dim: str = "condition") -> xr.DataArray:
     >>> m.dims, float(m[0, 0])
     (('condition', 'condition_b'), 0.0)
     """
-    others = [d for d in rdm.dims if d != PAIR]
-    flat = rdm.drop_vars([c for c in rdm.coords if PAIR in rdm[c].dims and c != PAIR])
-    flat = flat.stack({dim: others}) if others else flat.expand_dims(dim)
-    flat = flat.transpose(dim, PAIR)
-    keep = ~np.isnan(flat.values).all(1)
-    flat = flat.isel({dim: keep})
-    if np.isnan(flat.values).any():
-        raise AnalysisError("RDMs with partially missing entries cannot be compared")
-    vec = flat.values
-    sim = _rsa_compare(vec, vec, method="spearman")
-    coords = {}
-    for d in others:
-        vals = flat[d].values
-        coords[d] = (dim, vals)
-        coords[f"{d}_b"] = (f"{dim}_b", vals)
-    out = xr.DataArray(1 - sim, dims=(dim, f"{dim}_b"), coords=coords, name="rdm_of_rdms")
+    out = condition_matrix(rdm, PAIR, spearman_matrix, dim).rename("rdm_of_rdms")
     out.attrs = {"measure": "1 - spearman", "rdm_method": rdm.attrs.get("rdm_method", "")}
     return out

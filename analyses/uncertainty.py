@@ -6,12 +6,35 @@ import xarray as xr
 
 from repscope.analyses.errors import AnalysisError
 
-__all__ = ["mean_band", "bootstrap_ci"]
+__all__ = ["mean_band", "bootstrap_ci", "check_n_boot"]
 
 
 def _check_dim(da: xr.DataArray, dim: str) -> None:
     if dim not in da.dims:
         raise AnalysisError(f"Cannot reduce over {dim!r}: {da.name!r} has dims {da.dims}")
+
+
+def check_n_boot(n_boot, level: float = 0.95) -> None:
+    """Refuse a bootstrap too small for its CI: each tail must hold a resample.
+
+    A percentile CI at ``level`` reads the ``(1 - level) / 2`` quantiles of the
+    resampled means, so it needs at least ``2 / (1 - level)`` resamples (40 at 95%);
+    with fewer (one, say) the interval collapses to a point.
+
+    Examples
+    --------
+    >>> check_n_boot(2000)
+    >>> check_n_boot(1)
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: a 95% percentile bootstrap CI needs a whole number of at least 40 resamples (each tail must hold one); got 1. The default is 2000
+    """
+    if not 0 < level < 1:
+        raise AnalysisError(f"level must lie in (0, 1); got {level}")
+    minimum = int(np.ceil(2 / (1 - level) - 1e-9))
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < minimum:
+        raise AnalysisError(f"a {level:.0%} percentile bootstrap CI needs a whole number of at least "
+                            f"{minimum} resamples (each tail must hold one); got {n_boot!r}. The default is 2000")
 
 
 def mean_band(da: xr.DataArray, dim: str = "task", z: float = 1.96) -> xr.Dataset:
@@ -62,8 +85,7 @@ def bootstrap_ci(da: xr.DataArray, dim: str = "task", n_boot: int = 2000,
     (4.5, True)
     """
     _check_dim(da, dim)
-    if not 0 < level < 1:
-        raise AnalysisError(f"level must lie in (0, 1); got {level}")
+    check_n_boot(n_boot, level)
     n = da.sizes[dim]
     if n < 2:
         raise AnalysisError(f"Bootstrap over {dim!r} needs at least 2 entries; got {n}")

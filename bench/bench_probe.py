@@ -5,7 +5,11 @@ Prints, from one run with interleaved repeats:
 * the median ratio (recorded forward) / (plain forward) for full feature maps,
   spatial-mean reduction and float16 storage (goal: <= 1.10x), and the one-off cost
   of ``to_dataset``;
-* netCDF write throughput (MB/s of activations) with and without zlib compression.
+* what recycling the buffers of cleared recordings saves: full maps with fresh
+  buffers every recording against the recycled ones (median ratio recycled / fresh);
+* netCDF write throughput (MB/s of activations) with and without zlib compression;
+* netCDF read throughput of ``open_run`` and the share of it spent on checking each
+  file's ``content_sha256`` (the same hash is computed once on writing).
 
 Usage::
 
@@ -30,7 +34,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from repscope.probes import Probe, write_checkpoint
+from repscope.probes import Probe, open_run, write_checkpoint
+from repscope.probes.store import content_hash
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "head"]
@@ -64,6 +69,17 @@ class Conv4(nn.Module):
         return self.head(self.conv4(self.conv3(self.conv2(self.conv1(x)))).mean(dim=(2, 3)))
 
 
+class _FreshBuffers:
+    """A stand-in for the Probe's buffer pool that never reuses memory (the ablation)."""
+
+    def take(self, n, units, dtype, pinned):
+        return torch.empty((n, units), dtype=dtype, pin_memory=pinned)
+
+    def recycle(self, arrays, tensors):
+        arrays.clear()
+        tensors.clear()
+
+
 def _timed(fn, device: str) -> float:
     start = time.perf_counter()
     fn()
@@ -77,7 +93,9 @@ def bench_recording(net, x, names, labels, repeats, device):
         "full maps, float32": Probe(net, LAYERS),
         "spatial_mean, float32": Probe(net, LAYERS, reduce="spatial_mean"),
         "full maps, float16": Probe(net, LAYERS, dtype="float16"),
+        "full maps, float32, fresh buffers": Probe(net, LAYERS),
     }
+    variants["full maps, float32, fresh buffers"]._pool = _FreshBuffers()
     times = {"plain": []} | {k: [] for k in variants}
     assemble = {k: [] for k in variants}
 
@@ -106,6 +124,8 @@ def bench_recording(net, x, names, labels, repeats, device):
         print(f"record 5 layers ({name}): median {statistics.median(times[name]) * 1e3:.1f} ms, "
               f"median ratio {statistics.median(ratios):.3f}x (goal <= 1.10x); "
               f"to_dataset once {statistics.median(assemble[name]) * 1e3:.1f} ms")
+    reuse = [a / b for a, b in zip(times["full maps, float32"], times["full maps, float32, fresh buffers"])]
+    print(f"recycled buffers / fresh buffers (full maps, float32): median ratio {statistics.median(reuse):.3f}x")
 
 
 def bench_write(net, x, names, labels, repeats):
@@ -125,6 +145,25 @@ def bench_write(net, x, names, labels, repeats):
             med = statistics.median(seconds)
             print(f"netCDF write, zlib {f'level {level}' if level else 'off'}: {mb:.1f} MB of "
                   f"activations in {med * 1e3:.0f} ms = {mb / med:.0f} MB/s; file {size / 1e6:.1f} MB")
+
+
+def bench_read(net, x, names, labels, repeats):
+    probe = Probe(net, LAYERS)
+    with torch.no_grad(), probe.recording(checkpoint=0, labels=labels, image_ids=names):
+        net(x)
+    ds = probe.to_dataset(config={"bench": "bench_probe"})
+    mb = sum(ds[p].nbytes for p in LAYERS) / 1e6
+    with tempfile.TemporaryDirectory(dir=REPO / "bench") as folder:
+        write_checkpoint(folder, ds)
+        reads, hashes = [], []
+        for _ in range(repeats):                # interleaved: read (with check), hash alone
+            reads.append(_timed(lambda: open_run(folder), "cpu"))
+            loaded = open_run(folder)
+            hashes.append(_timed(lambda: content_hash(loaded), "cpu"))
+    read, check = statistics.median(reads), statistics.median(hashes)
+    print(f"netCDF read (open_run, hash checked): {mb:.1f} MB in {read * 1e3:.0f} ms = "
+          f"{mb / read:.0f} MB/s; the content_sha256 check {check * 1e3:.0f} ms of it "
+          f"({100 * check / read:.0f} %)")
 
 
 def main(argv=None) -> None:
@@ -150,6 +189,7 @@ def main(argv=None) -> None:
           f"{len(names)} Omniglot images {tuple(x.shape)}")
     bench_recording(net, x, names, labels, args.repeats, args.device)
     bench_write(net, x, names, labels, args.write_repeats)
+    bench_read(net, x, names, labels, args.write_repeats)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,62 @@
-"""Per-layer storage for one recording: one CPU tensor, filled in place.
+"""Per-layer storage for one recording: one CPU tensor, filled in place, and recycled.
 
 The hook does one ``copy_`` of the detached output into a slice of the buffer (this is
 the clone that protects against later in-place ops), so stimuli fed in several
 batches end up concatenated in order without a final ``torch.cat``. CUDA outputs are
 copied asynchronously into pinned memory; :meth:`_LayerBuffer.wait` synchronises.
+
+Writing into freshly allocated memory costs page faults on top of the copy, so when
+``Probe.clear`` forgets a recording, :class:`BufferPool` keeps each of its tensors for
+the next recording of the same shape, but only if nothing outside the Probe still
+refers to its array (checked with ``sys.getrefcount``); arrays a caller kept are let
+go. What this saves is measured by ``bench/bench_probe.py`` (see the benchmark page).
 """
 from __future__ import annotations
 
 import math
+import sys
+from collections import defaultdict
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ._outputs import OutputKey, pick_tensor
-from ._pool import BufferPool
 from .errors import ProbeError
+
+
+def _refcount(array: np.ndarray) -> int:
+    return sys.getrefcount(array)
+
+
+def _calibrate() -> int:
+    array = np.empty(1)          # one local name, as in BufferPool.recycle
+    return _refcount(array)
+
+
+_PRIVATE = _calibrate()
+
+
+class BufferPool:
+    """Free ``(stimulus, unit)`` CPU tensors by shape, dtype and pinning."""
+
+    def __init__(self):
+        self._free: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+
+    def take(self, n: int, units: int, dtype: torch.dtype, pinned: bool) -> torch.Tensor:
+        """A ``(n, units)`` tensor with undefined contents, reused when one is free."""
+        free = self._free.get((n, units, dtype, pinned))
+        if free:
+            return free.pop()
+        return torch.empty((n, units), dtype=dtype, pin_memory=pinned)
+
+    def recycle(self, arrays: dict[str, np.ndarray], tensors: dict[str, torch.Tensor]) -> None:
+        """Empty ``arrays`` (and ``tensors``); keep the tensors nobody else refers to."""
+        for path in list(arrays):
+            array = arrays.pop(path)
+            tensor = tensors.pop(path)
+            if _refcount(array) <= _PRIVATE:
+                self._free[(*tensor.shape, tensor.dtype, tensor.is_pinned())].append(tensor)
 
 
 class _LayerBuffer:

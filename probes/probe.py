@@ -12,9 +12,8 @@ import xarray as xr
 from torch import nn
 
 from ._assemble import assemble
-from ._buffer import _LayerBuffer
+from ._buffer import BufferPool, _LayerBuffer
 from ._outputs import OutputKey
-from ._pool import BufferPool
 from ._select import LayerSelector, resolve_layers
 from .errors import ProbeError
 from .schema import REDUCTIONS, ROLES

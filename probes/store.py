@@ -9,11 +9,23 @@ validated against the schema.
 
 netCDF has no half-precision type: float16 layers are written as float32 (exact) with
 the attribute ``repscope_dtype = "float16"`` and turned back into float16 on reading.
+
+Every file carries the dataset attribute ``content_sha256``: a SHA-256 of its variables
+and coordinates as stored (see :func:`content_hash`), checked whenever the file is read,
+so a byte changed on disk is an error that names the file, never a silently different
+number. Files written before the hash existed (no such attribute) are read without the
+check. The attribute describes the file, so :func:`open_run` drops it.
+
+A SIGKILL between writing a temporary ``.NAME.tmp-PID`` and renaming it leaves the
+temporary behind; :func:`clean_stale_temporaries` removes those of processes that no
+longer run (:func:`open_run` does so and warns).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -25,7 +37,119 @@ from .schema import validate
 
 _PATTERN = re.compile(r"^checkpoint_(-?\d+)\.nc$")
 _DTYPE_ATTR = "repscope_dtype"
+_HASH_ATTR = "content_sha256"
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")
+_FIX = ("Delete it and record that checkpoint again (python -m repscope.training.record "
+        "re-records missing files), or restore it from a backup")
 PathLike = Union[str, os.PathLike]
+
+
+def temporary_path(final: PathLike) -> Path:
+    """The temporary name a write to ``final`` goes through: ``.NAME.tmp-PID``.
+
+    Examples
+    --------
+    >>> import os
+    >>> temporary_path("runs/x/state.pt").name == f".state.pt.tmp-{os.getpid()}"
+    True
+    """
+    final = Path(final)
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: PathLike) -> list[Path]:
+    """Delete ``.NAME.tmp-PID`` files in ``folder`` whose process is gone; return them.
+
+    Temporaries of running processes (a concurrent writer) are left alone. A missing
+    folder holds none.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / ".checkpoint_00000005.nc.tmp-999999999").write_bytes(b"half a file")
+    >>> _ = temporary_path(d / "live.nc").write_bytes(b"being written")  # this process
+    >>> [p.name for p in clean_stale_temporaries(d)], len(list(d.iterdir()))
+    (['.checkpoint_00000005.nc.tmp-999999999'], 1)
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        m = _TEMPORARY.match(path.name)
+        if m and path.is_file() and not _alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def remove_recordings(folder: PathLike) -> list[Path]:
+    """Delete the checkpoint files (and stale temporaries) of an activations folder.
+
+    Only ``checkpoint_XXXXXXXX.nc`` files and temporaries of dead writers are removed;
+    the folder itself goes only when nothing else is left in it. Used when a run is
+    overwritten, so no recording of the old run stays beside the new one.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()) / "activations"
+    >>> d.mkdir()
+    >>> _ = (d / "checkpoint_00000000.nc").write_bytes(b"x")
+    >>> _ = (d / "notes.txt").write_text("mine")
+    >>> [p.name for p in remove_recordings(d)], sorted(p.name for p in d.iterdir())
+    (['checkpoint_00000000.nc'], ['notes.txt'])
+    """
+    folder = Path(folder)
+    removed = clean_stale_temporaries(folder)
+    for step in existing_checkpoints(folder):
+        path = checkpoint_path(folder, step)
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
+
+
+def content_hash(ds: xr.Dataset) -> str:
+    """SHA-256 (hex) of ``ds``'s variables and coordinates, as stored in a file.
+
+    Each variable counts with its name, dims, dtype, shape and bytes (text arrays by
+    their strings, NaNs in one canonical form), in name order; attributes do not count.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> a = xr.Dataset({"v": ("x", np.array([1.0, np.nan]))}, coords={"x": ["p", "q"]})
+    >>> len(content_hash(a)), content_hash(a) == content_hash(a.copy(deep=True))
+    (64, True)
+    >>> content_hash(a) == content_hash(a.assign(v=("x", np.array([1.0, 2.0]))))
+    False
+    """
+    h = hashlib.sha256()
+    for name in sorted(ds.variables, key=str):
+        var = ds.variables[name]
+        values = np.asarray(var.values)
+        if values.dtype.kind in "OUS":
+            kind, data = "str", "\x00".join(str(v) for v in values.ravel()).encode()
+        else:
+            if values.dtype.kind in "fc" and np.isnan(values).any():
+                values = np.where(np.isnan(values), np.nan, values).astype(values.dtype)
+            kind, data = values.dtype.str, np.ascontiguousarray(values).data
+        h.update(f"{name}|{var.dims}|{kind}|{values.shape}|".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def checkpoint_path(folder: PathLike, checkpoint: int) -> Path:
@@ -42,8 +166,9 @@ def checkpoint_path(folder: PathLike, checkpoint: int) -> Path:
 def existing_checkpoints(folder: PathLike) -> list[int]:
     """Checkpoints already stored in ``folder`` (sorted), so a recorder can skip them.
 
-    Only complete files exist under a final name, so every listed checkpoint is whole.
-    A missing folder holds no checkpoints.
+    Only complete files are written under a final name; a file damaged later on disk
+    is still listed (:func:`verify_checkpoint` reads one whole). A missing folder holds
+    no checkpoints.
 
     Examples
     --------
@@ -70,7 +195,7 @@ def _encoding(ds: xr.Dataset, compress: bool, complevel: int) -> tuple[xr.Datase
 
 
 def _atomic_write(ds: xr.Dataset, final: Path, encoding: dict) -> None:
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(final)
     try:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
         with open(tmp, "rb") as handle:
@@ -145,6 +270,7 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
         final = checkpoint_path(folder, step)
         one = ds if len(steps) == 1 else ds.isel(checkpoint=[i])   # no copy for one
         one, encoding = _encoding(one, compress, complevel)
+        one.attrs = {**one.attrs, _HASH_ATTR: content_hash(one)}
         try:
             _atomic_write(one, final, encoding)
         except (OSError, RuntimeError, ValueError, TypeError) as err:
@@ -160,9 +286,20 @@ def _read(path: Path, chunks: Optional[dict] = None) -> xr.Dataset:
                 ds = handle.load()
         else:  # lazily, dask-backed: one chunk per file unless ``chunks`` splits a dim
             ds = xr.open_dataset(path, engine="netcdf4")
-            ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
     except (OSError, ValueError, RuntimeError) as err:
-        raise ProbeError(f"Could not read activation file {path}: {err}") from err
+        raise ProbeError(f"Could not read activation file {path} ({err}): it is truncated "
+                         f"or not a netCDF file. {_FIX}") from err
+    if chunks is not None:
+        unknown = sorted(set(chunks) - set(ds.dims))
+        if unknown:
+            raise ProbeError(f"chunks names dims {unknown} that {path} does not have. Expected "
+                             f"some of {sorted(map(str, ds.dims))}")
+        ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
+    stored = ds.attrs.pop(_HASH_ATTR, None)
+    if stored is not None and content_hash(ds) != stored:
+        raise ProbeError(f"Activation file {path} is corrupt: its content does not match the "
+                         f"SHA-256 recorded when it was written ({str(stored)[:16]}...), so "
+                         f"some bytes changed on disk. {_FIX}")
     for name, var in list(ds.data_vars.items()):
         if var.attrs.get(_DTYPE_ATTR) == "float16":
             attrs = {k: v for k, v in var.attrs.items() if k != _DTYPE_ATTR}
@@ -182,6 +319,30 @@ def _check_chunks(chunks) -> None:
     except ImportError:
         raise ProbeError('open_run(chunks=...) reads lazily with dask, which is not installed. '
                          'Install it with: pip install "repscope[dask]"') from None
+
+
+def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
+    """Read ``checkpoint``'s file in ``folder`` whole: schema, content hash and step.
+
+    Raises
+    ------
+    ProbeError
+        Naming the file, what is wrong with it and what to do.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = checkpoint_path(folder, 3).write_bytes(b"")
+    >>> verify_checkpoint(folder, 3)
+    Traceback (most recent call last):
+    ...
+    repscope.probes.errors.ProbeError: Could not read activation file .../checkpoint_00000003.nc (...): it is truncated or not a netCDF file. Delete it and record that checkpoint again ...
+    """
+    path = checkpoint_path(folder, checkpoint)
+    found = _read(path)["checkpoint"].values.tolist()
+    if found != [int(checkpoint)]:
+        raise ProbeError(f"{path} holds checkpoints {found}, expected [{int(checkpoint)}]. {_FIX}")
 
 
 def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
@@ -212,7 +373,8 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
     ------
     ProbeError
         If the folder holds no checkpoint files, a requested checkpoint is missing, a file
-        breaks the schema (naming the missing item), or files come from different runs.
+        is unreadable or fails its content hash, a file breaks the schema (naming the
+        missing item), or files come from different runs.
 
     Examples
     --------
@@ -240,6 +402,10 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
     ((1, 1, 1), True)
     """
     folder = Path(folder)
+    removed = clean_stale_temporaries(folder)
+    if removed:
+        warnings.warn(f"Removed {len(removed)} temporary files that killed writers left in "
+                      f"{folder}: {[p.name for p in removed]}", stacklevel=2)
     stored = existing_checkpoints(folder)
     if not stored:
         raise ProbeError(f"No checkpoint_XXXXXXXX.nc files in {folder}.")

@@ -165,3 +165,17 @@ def test_large_inputs_are_reduced_a_slice_at_a_time(layers, monkeypatch):
     for m, ref in full.items():
         xr.testing.assert_allclose(compare(x, b, m), ref)
     assert len(calls) == 5  # 4 slices of x (2 checkpoints each at most) + b
+
+
+def test_a_registry_entry_carries_its_behaviour(layers, monkeypatch):
+    """A new entry needs no dispatch code: compare and compare_all run what it holds."""
+    import dataclasses
+
+    a, b = layers
+    rbf = MEASURES["cka_rbf"]
+    assert rbf.min_stimuli == 3 and MEASURES["cka_rbf_debiased"].min_stimuli == 4 and rbf.core == "gram_entry"
+    entry = dataclasses.replace(rbf, name="cka_rbf_kornblith", defaults={**rbf.defaults, "bandwidth": "kornblith"})
+    monkeypatch.setitem(MEASURES, entry.name, entry)
+    assert float(compare(a, b, entry.name)) == pytest.approx(float(compare(a, b, "cka_rbf", bandwidth="kornblith")))
+    stack = xr.concat([b, 2 * b + 1], dim="variant")
+    np.testing.assert_allclose(compare_all(stack, entry.name), compare_all(stack, "cka_rbf", bandwidth="kornblith"))

@@ -202,3 +202,85 @@ def test_sigkill_and_resume_equals_uninterrupted(tmp_path, data_root):
     for kind in ("train",):
         assert _lines(tmp_path / "killed" / "metrics.jsonl", kind) == \
             _lines(tmp_path / "whole" / "metrics.jsonl", kind)
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resume_to_fewer_steps_is_refused_before_writing(tmp_path, data_root, capsys):
+    cfg = _cfg(data_root, steps=3, val_every=0, test_tasks=0)
+    train(cfg, tmp_path / "r", log=None)
+    before = _snapshot(tmp_path / "r")
+    with pytest.raises(TrainingError, match=r"--steps 1 is below the progress of the run .* "
+                                            r"reached step 3 .*Pass --steps 3 or more"):
+        train(_cfg(data_root, steps=1, val_every=0, test_tasks=0), tmp_path / "r",
+              resume=True, log=None)
+    assert main(["--out", str(tmp_path / "r"), "--resume", "--steps", "1"]) == 2
+    assert "--steps 1 is below" in capsys.readouterr().err
+    assert _snapshot(tmp_path / "r") == before
+
+
+@pytest.mark.parametrize("meta_lr", [1e37])
+def test_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, data_root, meta_lr, capsys):
+    out = tmp_path / "d"
+    argv = ["--out", str(out), "--data", str(data_root), "--steps", "6", "--n-way", "5",
+            "--meta-batch", "1", "--checkpoint-every", "1", "--no-checkpoint-log",
+            "--val-every", "0", "--test-tasks", "0", "--no-lake-eval", "--no-progress",
+            "--meta-lr", str(meta_lr)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Training diverged at meta-step" in err and "Lower --meta-lr" in err, err
+    _, saved = load_run(out)
+    assert saved and max(saved) < 6 and not (out / "evaluation.json").exists()
+    for step, path in saved.items():  # every checkpoint written holds finite weights
+        assert all(torch.isfinite(v).all() for v in load_checkpoint(path)["model"].values())
+    text = (out / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert f"its newest checkpoint is step {max(saved)}" in err
+
+
+def test_overwrite_removes_the_old_runs_recordings(tmp_path, data_root):
+    from repscope import probes
+    from repscope.training.record import RecordConfig, record_run
+
+    cfg = _cfg(data_root, steps=1, val_every=0, test_tasks=0)
+    train(cfg, tmp_path / "o", log=None)
+    record_run(tmp_path / "o", RecordConfig(tasks=1, inner_steps=(0,), eval_tasks=0,
+                                            layers=("head",), progress=False), log=None)
+    (tmp_path / "o" / "activations" / "notes.txt").write_text("the user's own file")
+    train(cfg, tmp_path / "o", overwrite=True, log=None)
+    assert probes.existing_checkpoints(tmp_path / "o" / "activations") == []
+    assert (tmp_path / "o" / "activations" / "notes.txt").read_text() == "the user's own file"
+
+
+def test_flipped_byte_in_the_weights_is_an_error(tmp_path):
+    _, model, path = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    needle = model.state_dict()["conv3.conv.weight"].numpy().tobytes()[:64]
+    at = data.find(needle)
+    assert at > 0
+    data[at + 5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(TrainingError, match=r"step_00000012\.pt' is corrupt: its content does "
+                                            r"not match the SHA-256.*Delete it"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_a_hash_still_loads(tmp_path):
+    _, _, path = _saved(tmp_path)
+    old = torch.load(path, weights_only=True)
+    del old["content_sha256"]  # as written before the hash existed
+    torch.save(old, path)
+    assert load_checkpoint(path)["step"] == 12
+
+
+def test_stale_temporaries_are_removed_on_resume_and_said(tmp_path, data_root):
+    cfg = _cfg(data_root, steps=1, val_every=0, test_tasks=0)
+    train(cfg, tmp_path / "s", log=None)
+    dead = tmp_path / "s" / "checkpoints" / ".step_00000001.pt.tmp-999999999"
+    dead.write_bytes(b"half")
+    said = []
+    train(cfg, tmp_path / "s", resume=True, log=said.append)
+    assert not dead.exists()
+    assert any(".step_00000001.pt.tmp-999999999" in m and "killed process" in m for m in said)

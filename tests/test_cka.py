@@ -118,9 +118,9 @@ def test_clear_errors(reps):
     bad[2, 3] = np.nan
     with pytest.raises(AnalysisError, match="NaN"):
         cka(bad, x)
-    with pytest.raises(AnalysisError, match="constant representation"):
+    with pytest.raises(AnalysisError, match="(?i)constant representation"):
         cka(np.ones((10, 4)), h1[:10])
-    with pytest.raises(AnalysisError, match="constant representation"):
+    with pytest.raises(AnalysisError, match="(?i)constant representation"):
         cka(np.ones((10, 4)), h1[:10], "rbf")
     with pytest.raises(AnalysisError, match="Unknown kernel 'poly'"):
         cka(x, h1, "poly")

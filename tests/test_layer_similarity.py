@@ -144,3 +144,31 @@ def test_a_record_without_a_kind_is_refused_with_the_fix(data_root, tmp_path, ca
     assert rc == 2
     err = capsys.readouterr().err
     assert "kind None" in err and "--maml-run" in err
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--n-boot", "0"], "n_boot (--n-boot) = 0"),
+    (["--n-boot", "1"], "n_boot (--n-boot) = 1"),
+    (["--formats", "bogus"], "formats (--formats) = 'bogus' is not allowed; expected one or more of"),
+    (["--formats", ""], "formats (--formats) = '' is not allowed"),
+    (["--measures", "rsa,rsa"], "measures (--measures) = ('rsa', 'rsa')"),
+    (["--meta-gap", "0"], "meta_gap (--meta-gap) = 0 is not allowed; expected a whole number >= 1"),
+    (["--seed", "-1"], "seed (--seed) = -1"),
+    (["--device", "nonsense"], "device (--device) = 'nonsense'"),
+    (["--mnist-run", "nowhere"], "--mnist-run nowhere: no activation record there"),
+])
+def test_bad_options_are_refused_before_anything_is_computed_or_written(runs, tmp_path, capsys, monkeypatch,
+                                                                         argv, named):
+    from repscope.analyses import pipeline
+
+    def forbidden(*a, **k):
+        raise AssertionError("the analysis ran before the options were checked")
+
+    monkeypatch.setattr(pipeline, "analyse_maml", forbidden)
+    monkeypatch.setattr(pipeline, "analyse_supervised", forbidden)
+    monkeypatch.setattr(layer_similarity, "_stage", forbidden)
+    out = tmp_path / "results"
+    rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--results", str(out)] + argv)
+    assert rc == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists()

@@ -1,4 +1,11 @@
-"""A short MAML run on real Omniglot characters improves held-out accuracy."""
+"""A short MAML run on real Omniglot characters improves held-out accuracy.
+
+The effect asserted is large next to CPU-to-CPU rounding noise: evaluated with the one
+inner step the run meta-trains for, 40 steps take 5-way accuracy on 40 held-out tasks
+from 0.31 to 0.57 on an AMD EPYC (a paired gain of 11 standard errors); the test asks
+for a gain of 0.15 and 6 standard errors. With 3 evaluation steps the gain was only
+0.08 (0.528 -> 0.608 on AMD, 0.584 on an Intel Xeon), too close to its margin.
+"""
 import json
 
 import numpy as np
@@ -11,9 +18,8 @@ from repscope.training.model import build_model
 from repscope.training.tasks import task_samplers
 
 
-
 def test_short_run_on_real_omniglot_improves_heldout_accuracy(tmp_path, data_root):
-    cfg = get_preset("quick", n_way=5, meta_batch=4, inner_steps=1, inner_steps_eval=3,
+    cfg = get_preset("quick", n_way=5, meta_batch=4, inner_steps=1, inner_steps_eval=1,
                      n_query_eval=5, meta_lr=3e-3, steps=40, val_every=40, val_tasks=10,
                      test_tasks=10, lake_eval=True, checkpoint_every=40, progress=False,
                      data=str(data_root))
@@ -32,5 +38,6 @@ def test_short_run_on_real_omniglot_improves_heldout_accuracy(tmp_path, data_roo
         model = load_meta_parameters(build_model(config), ckpts[step])
         acc[step] = evaluate_tasks(model, tasks, config)[:, -1]
     diff = acc[40] - acc[0]
-    assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(len(diff)), (acc[0].mean(), acc[40].mean())
-    assert acc[40].mean() > 0.5  # chance is 0.2
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    assert diff.mean() > 0.15 and diff.mean() > 6 * se, (acc[0].mean(), acc[40].mean(), se)
+    assert acc[40].mean() > 0.45  # chance is 0.2

@@ -115,3 +115,21 @@ def test_cli_and_bad_checkpoint_specs(tiny_run, tmp_path, capsys):
         select_checkpoints("sometimes", [0, 1])
     with pytest.raises(TrainingError, match="probe_task must be one of the analysed tasks 0..1"):
         RecordConfig(tasks=2, probe_task=2)
+
+
+def test_cli_rerecords_a_corrupt_file_and_names_it(tiny_run, recorded, tmp_path, capsys):
+    args = ["--run", str(tiny_run), "--out", str(tmp_path / "acts"), "--tasks", "3",
+            "--inner-steps", "0,1,3", "--eval-tasks", "2", "--reduce", "spatial_mean",
+            "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    for step, damage in ((0, lambda b: b""), (2, lambda b: b[: len(b) // 2])):
+        path = probes.store.checkpoint_path(tmp_path / "acts", step)
+        path.write_bytes(damage(path.read_bytes()))
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "--inner-steps" not in err
+    assert "recording checkpoint 0 again" in err and "checkpoint_00000000.nc" in err
+    assert "recording checkpoint 2 again" in err and "recording 2 of 3 checkpoints" in err
+    xr.testing.assert_identical(probes.open_run(tmp_path / "acts").drop_attrs(),
+                                recorded.drop_attrs())

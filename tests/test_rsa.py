@@ -89,7 +89,7 @@ def test_missing_combinations_give_nan_and_partial_nan_is_an_error(record):
     r = rdms(layer)
     assert np.isnan(r[0, 1, 2]).all() and not np.isnan(r[0, 1, 1]).any()
     layer[0, 0, 0, 3, 0] = np.nan
-    with pytest.raises(AnalysisError, match="not entirely missing"):
+    with pytest.raises(AnalysisError, match=r"'head' .* checkpoint=0, task=0, inner_step=0 \(partly NaN\)"):
         rdms(layer)
 
 

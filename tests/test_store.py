@@ -211,3 +211,37 @@ def test_open_run_refuses_files_of_different_runs(tmp_path, dataset):
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(ProbeError, match="No checkpoint_XXXXXXXX.nc files"):
         open_run(tmp_path)
+
+
+def test_flipped_byte_is_an_error_naming_file_and_fix(tmp_path, dataset):
+    path = write_checkpoint(tmp_path, dataset)[0]
+    values = np.ascontiguousarray(dataset["0"].isel(checkpoint=0).values, np.float32)
+    data = bytearray(path.read_bytes())
+    at = data.find(values.tobytes()[:32])
+    assert at > 0
+    data[at + 3] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(ProbeError, match=r"checkpoint_\d+\.nc is corrupt: its content does "
+                                         r"not match the SHA-256.*Delete it and record"):
+        open_run(tmp_path)
+
+
+def test_file_without_a_hash_is_read_without_the_check(tmp_path, dataset):
+    (tmp_path / "old").mkdir()
+    for path in write_checkpoint(tmp_path / "new", dataset):
+        with xr.open_dataset(path) as f:
+            old = f.load()
+        assert "content_sha256" in old.attrs
+        del old.attrs["content_sha256"]  # as written before the hash existed
+        old.to_netcdf(tmp_path / "old" / path.name, engine="netcdf4")
+    xr.testing.assert_identical(open_run(tmp_path / "old"), open_run(tmp_path / "new"))
+    assert "content_sha256" not in open_run(tmp_path / "new").attrs
+
+
+def test_open_run_removes_stale_temporaries_and_warns(tmp_path, dataset):
+    write_checkpoint(tmp_path, dataset)
+    stale = tmp_path / ".checkpoint_00000009.nc.tmp-999999999"
+    stale.write_bytes(b"half a file")
+    with pytest.warns(UserWarning, match=r"Removed 1 temporary files that killed writers left"):
+        open_run(tmp_path)
+    assert not stale.exists()

@@ -78,7 +78,37 @@ def test_cli_refuses_a_different_config_in_the_same_folder(tmp_path, data_root, 
 
 
 def test_bad_options_name_the_allowed_values():
-    with pytest.raises(TrainingError, match=r"Unknown mnist mode 'web'.*\['auto', 'full', 'offline'\]"):
+    with pytest.raises(TrainingError, match=r"Unknown mnist \(--mnist\) 'web'.*\['auto', 'full', 'offline'\]"):
         SupervisedConfig(mnist="web")
-    with pytest.raises(TrainingError, match="steps must be >= 1"):
+    with pytest.raises(TrainingError, match=r"steps \(--steps\) must be an integer >= 1, got 0"):
         SupervisedConfig(steps=0)
+
+
+def test_diverging_training_stops_at_the_first_non_finite_loss(tmp_path, data_root, capsys):
+    args = ["--out", str(tmp_path), "--steps", "6", "--record-every", "1", "--mnist", "offline",
+            "--data", str(data_root), "--no-progress", "--lr", "1e37", "--n-probe", "20"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Training diverged at step" in err and "Lower --lr" in err, err
+    ds = probes.open_run(tmp_path / "activations")
+    assert int(ds["checkpoint"].max()) < 6
+    assert all(np.isfinite(ds[v].values).all() for v in ds.data_vars)  # nothing diverged kept
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_overwrite_and_a_corrupt_record(tmp_path, data_root, capsys):
+    args = ["--out", str(tmp_path), "--steps", "2", "--record-every", "1", "--mnist", "offline",
+            "--data", str(data_root), "--no-progress", "--n-probe", "20"]
+    assert main(args) == 0
+    reference = probes.open_run(tmp_path / "activations")
+    victim = tmp_path / "activations" / "checkpoint_00000001.nc"
+    victim.write_bytes(b"")  # a 0-byte file counted as done before
+    assert main(args) == 0
+    xr.testing.assert_identical(probes.open_run(tmp_path / "activations").drop_attrs(),
+                                reference.drop_attrs())
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    assert "recorded_again" in metrics and "checkpoint_00000001.nc" in metrics
+    (tmp_path / "activations" / ".checkpoint_00000009.nc.tmp-999999999").write_bytes(b"x")
+    assert main(args + ["--overwrite", "--steps", "1"]) == 0
+    assert probes.existing_checkpoints(tmp_path / "activations") == [0, 1]
+    assert "left by a killed process" in capsys.readouterr().err

@@ -6,16 +6,22 @@ A checkpoint is a dict saved with :func:`torch.save` and read back with
 ``format`` (``"repscope.maml.checkpoint"``), ``format_version`` (1), ``step`` (meta-updates
 done), ``config`` (the resolved :class:`~repscope.training.config.MAMLConfig` as a dict),
 ``model`` (the meta-parameters' ``state_dict``), ``optimizer`` (the meta-optimiser's
-``state_dict``), ``rng`` (torch, CUDA, Python and NumPy generator states) and
-``versions``.
+``state_dict``), ``rng`` (torch, CUDA, Python and NumPy generator states),
+``versions`` and ``content_sha256``: a SHA-256 over every other entry (tensor bytes with
+their dtype and shape, and the plain values), verified on every load, so a flipped byte
+in the weights is an error that names the file instead of a resumed run on damaged
+weights. Checkpoints written before the hash existed have no ``content_sha256`` and
+load without the check.
 
-Files are written to a temporary name in the same folder, flushed to disk, and renamed
-with :func:`os.replace`, so a crash never leaves a half-written checkpoint under the
-final name. Run folder layout: ``config.json``, ``checkpoints/step_XXXXXXXX.pt`` (the
+Files are written to a temporary name in the same folder (``.NAME.tmp-PID``), flushed
+to disk, and renamed with :func:`os.replace`, so a crash never leaves a half-written
+checkpoint under the final name; temporaries of killed processes are removed by
+:func:`clean_run_folder` when the run is next trained. Run folder layout: ``config.json``, ``checkpoints/step_XXXXXXXX.pt`` (the
 schedule), ``state.pt`` (the latest resumable state, refreshed every
 ``config.state_every`` steps), ``metrics.jsonl``, ``validation.jsonl``,
 ``evaluation.json``.
 """
+import hashlib
 import json
 import os
 import random
@@ -25,16 +31,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repscope.probes.store import clean_stale_temporaries, temporary_path
+
 from .config import MAMLConfig
 from .errors import TrainingError
 
 __all__ = ["FORMAT", "checkpoint_path", "save_checkpoint", "load_checkpoint", "load_run",
            "load_meta_parameters", "rng_state", "set_rng_state", "latest_resumable",
-           "atomic_write_text"]
+           "atomic_write_text", "content_hash", "clean_run_folder"]
 
 FORMAT = "repscope.maml.checkpoint"
 FORMAT_VERSION = 1
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+_HASH = "content_sha256"
+_FIX = ("Delete it (training resumes from an older state and writes it again; recording "
+        "skips it), or restore it from a backup")
 
 
 def checkpoint_path(run_dir, step: int) -> Path:
@@ -58,12 +69,70 @@ def atomic_write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         tmp.write_text(text)
         _fsync_replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"V{obj!r}".encode())
+
+
+def content_hash(payload: dict) -> str:
+    """SHA-256 of a checkpoint's entries other than ``content_sha256`` (hex).
+
+    Tensors count with their dtype, shape and bytes; containers and plain values with
+    their ``repr``; dict entries in key order, so the hash does not depend on insertion
+    order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a = content_hash({"step": 1, "w": torch.zeros(2)})
+    >>> a == content_hash({"w": torch.zeros(2), "step": 1}), len(a)
+    (True, 64)
+    >>> a == content_hash({"step": 1, "w": torch.tensor([0.0, 1e-45])})
+    False
+    """
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != _HASH})
+    return h.hexdigest()
+
+
+def clean_run_folder(run_dir) -> list:
+    """Remove temporary files that killed processes left in a run folder; return them.
+
+    A write is a temporary ``.NAME.tmp-PID`` renamed onto ``NAME``; a SIGKILL between the
+    two leaves the temporary. Those of processes that no longer run are deleted (in the
+    run folder and ``checkpoints/``); a live writer's are left alone.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / ".state.pt.tmp-999999999").write_bytes(b"half")
+    >>> [p.name for p in clean_run_folder(d)], sorted(d.iterdir())
+    (['.state.pt.tmp-999999999'], [])
+    """
+    run_dir = Path(run_dir)
+    return clean_stale_temporaries(run_dir) + clean_stale_temporaries(run_dir / "checkpoints")
 
 
 def rng_state() -> dict:
@@ -129,7 +198,8 @@ def save_checkpoint(path, *, step: int, config: MAMLConfig, model, optimizer) ->
         "optimizer": optimizer.state_dict(), "rng": rng_state(),
         "versions": _versions(),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    payload[_HASH] = content_hash(payload)
+    tmp = temporary_path(path)
     try:
         torch.save(payload, tmp)
         _fsync_replace(tmp, path)
@@ -144,8 +214,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     Raises
     ------
     TrainingError
-        If the file is missing, truncated, not a torch file, or not a repscope MAML
-        checkpoint.
+        If the file is missing, truncated, not a torch file, not a repscope MAML
+        checkpoint, or its content differs from the hash recorded when it was written.
     """
     path = Path(path)
     if not path.is_file():
@@ -156,7 +226,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise TrainingError(
             f"Cannot read checkpoint {str(path)!r} ({type(exc).__name__}: {exc}). The file is "
             "truncated, corrupt, or holds objects other than tensors and plain containers "
-            "(it is loaded with weights_only=True).") from exc
+            f"(it is loaded with weights_only=True). {_FIX}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise TrainingError(f"{str(path)!r} is not a repscope MAML checkpoint: expected a dict "
@@ -167,6 +237,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     missing = [k for k in ("step", "config", "model", "optimizer", "rng") if k not in ckpt]
     if missing:
         raise TrainingError(f"Checkpoint {str(path)!r} lacks the entries {missing}")
+    if _HASH in ckpt and content_hash(ckpt) != ckpt[_HASH]:
+        raise TrainingError(
+            f"Checkpoint {str(path)!r} is corrupt: its content does not match the SHA-256 "
+            f"recorded when it was written ({ckpt[_HASH][:16]}...), so some bytes changed on "
+            f"disk. {_FIX}")
     return ckpt
 
 
@@ -196,8 +271,11 @@ def load_run(run_dir):
                             "folder written by python -m repscope.training.maml)")
     try:
         config = MAMLConfig.from_dict(json.loads(cfg_file.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise TrainingError(f"Cannot read {str(cfg_file)!r}: {exc}") from exc
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise TrainingError(
+            f"Cannot read {str(cfg_file)!r} ({exc}): it is truncated or corrupt. Restore it "
+            "from a backup, or write it again from the configuration every checkpoint "
+            "stores: json.dumps(repscope.training.load_checkpoint(path)['config'])") from exc
     found = {}
     folder = run_dir / "checkpoints"
     if folder.is_dir():
@@ -226,17 +304,33 @@ def load_meta_parameters(model, path):
     return model
 
 
-def latest_resumable(run_dir):
-    """``(step, path)`` of the newest full state in ``run_dir`` (``state.pt`` or a
-    scheduled checkpoint), or ``None`` when there is none."""
+def latest_resumable(run_dir, log=None):
+    """``(step, path)`` of the state to resume ``run_dir`` from, or ``None`` for step 0.
+
+    Every scheduled checkpoint and ``state.pt`` is read whole (content hash included).
+    The newest readable state before the first unreadable or corrupt file is chosen, and
+    each file passed over is named through ``log``: every episode is a pure function of
+    (seed, step), so training on from there writes the damaged files again, exactly.
+    """
     run_dir = Path(run_dir)
-    best = None
     _, ckpts = load_run(run_dir)
-    candidates = list(ckpts.items())
+    candidates = dict(ckpts)
     state = run_dir / "state.pt"
+    bad_state = None
     if state.is_file():
-        candidates.append((load_checkpoint(state)["step"], state))
-    for step, path in candidates:
-        if best is None or step > best[0]:
-            best = (step, path)
-    return best
+        try:
+            candidates.setdefault(int(load_checkpoint(state)["step"]), state)
+        except TrainingError as exc:
+            bad_state = exc
+    good = None
+    for step, path in sorted(candidates.items()):
+        try:
+            load_checkpoint(path)
+        except TrainingError as exc:
+            if log:
+                log(f"passing over {path.name} and every later state: {exc}")
+            break
+        good = (step, path)
+    if bad_state is not None and log:
+        log(f"passing over state.pt: {bad_state}")
+    return good

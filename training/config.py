@@ -19,10 +19,10 @@ Presets (see :data:`PRESETS`):
     steps (10 at evaluation), 15 queries per class, meta-gradients clipped to
     [-10, 10], 60000 steps.
 ``quick``
-    CPU-sized (about 5 minutes on 2 cores): 20-way 1-shot on the two small background
+    CPU-sized (run time on the benchmark page): 20-way 1-shot on the two small background
     archives (242 characters: 172 train / 35 val / 35 test), so Lake's benchmark
     (evaluation alphabets) stays clean; meta-batch 4, 1 inner step in meta-training
-    (5 at evaluation), Adam 3e-3 (of ten CPU-sized variants tried for 230 s each, the
+    (5 at evaluation), Adam 3e-3 (of ten CPU-sized variants tried for the same time, the
     one that learned fastest), 750 steps, checkpoints at 0, 1, 2, 5, 10, 20, then every
     50 steps.
 """
@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import TrainingError
+from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_positive
+from .options import check_threads
 
 __all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONVENTIONS"]
 
 LOSS_CONVENTIONS = ("sum_over_k", "mean")
 DATASETS = ("omniglot", "miniimagenet")
-DEVICES = ("cpu", "cuda")
 SMALL_ARCHIVES = ("images_background_small1", "images_background_small2")
 FULL_ARCHIVES = ("images_background", "images_evaluation")
 BACKGROUND_ARCHIVES = ("images_background",) + SMALL_ARCHIVES
@@ -118,11 +119,8 @@ class MAMLConfig:
                          "training (only allowed when training on background alphabets).")
     device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
     progress: bool = _f(True, "Show a tqdm progress bar.")
-    threads: Optional[int] = _f(1, "CPU threads for torch (torch.set_num_threads); None keeps "
-                                "torch's default. One thread is the fastest for these small "
-                                "convolutions, and much the fastest on a shared CPU "
-                                "(bench/bench_maml.py). Keep it unchanged across --resume for "
-                                "bit-exact results.")
+    threads: int = _f(1, THREADS_HELP + " Keep it unchanged across --resume for bit-exact "
+                      "results.")
 
     def __post_init__(self):
         if isinstance(self.archives, str):
@@ -133,24 +131,37 @@ class MAMLConfig:
     def validate(self) -> None:
         """Check option values; raise :class:`TrainingError` naming the bad one."""
         choices = {"dataset": DATASETS, "inner_loss": LOSS_CONVENTIONS,
-                   "meta_loss": LOSS_CONVENTIONS, "device": DEVICES,
-                   "features": ("mean", "flatten"), "head_init": ("normal", "xavier")}
+                   "meta_loss": LOSS_CONVENTIONS, "features": ("mean", "flatten"),
+                   "head_init": ("normal", "xavier")}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise TrainingError(f"Unknown {name} {getattr(self, name)!r}. Expected one of "
-                                    f"{list(allowed)}")
+            check_choice(name, getattr(self, name), allowed)
+        check_device(self.device, available=False)  # a stored run may come from a GPU
         for name in ("n_way", "k_shot", "n_query", "n_query_eval", "meta_batch",
-                     "checkpoint_every", "state_every"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
+                     "checkpoint_every", "state_every", "image_size", "in_channels",
+                     "n_filters", "stride"):
+            check_int(name, getattr(self, name), 1)
         for name in ("inner_steps", "inner_steps_eval", "steps", "val_every", "val_tasks",
-                     "test_tasks"):
-            if getattr(self, name) < 0:
-                raise TrainingError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise TrainingError(f"threads must be >= 1 or None, got {self.threads}")
-        if self.meta_clip is not None and self.meta_clip <= 0:
-            raise TrainingError(f"meta_clip must be positive or None, got {self.meta_clip}")
+                     "test_tasks", "seed"):
+            check_int(name, getattr(self, name), 0)
+        for name in ("inner_lr", "meta_lr"):
+            check_positive(name, getattr(self, name))
+        if self.meta_clip is not None:
+            check_positive("meta_clip", self.meta_clip)
+        self.threads = check_threads(self.threads)  # None in older config.json files: 0
+        fixed = {"omniglot": {"image_size": 28, "in_channels": 1},
+                 "miniimagenet": {"in_channels": 3}}[self.dataset]
+        for name, value in fixed.items():
+            if getattr(self, name) != value:
+                raise TrainingError(
+                    f"{name} (--{name.replace('_', '-')}) must be {value} for dataset "
+                    f"{self.dataset!r} (its images are loaded so), got {getattr(self, name)!r}")
+        size = self.image_size
+        for _ in range(4):
+            size = -(-size // self.stride) // (2 if self.pool else 1)
+        if size < 1:
+            raise TrainingError(f"image_size (--image-size) {self.image_size} is too small for "
+                                f"four conv blocks with stride {self.stride} and pool "
+                                f"{self.pool}: nothing is left of the image after them")
         if self.lake_eval:
             foreign = [a for a in self.archives if a not in BACKGROUND_ARCHIVES]
             if self.dataset != "omniglot" or foreign:

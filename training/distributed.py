@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 
 from .errors import TrainingError
+from .options import check_device
 
 __all__ = ["Ranks", "ranks", "leave"]
 
@@ -146,10 +147,8 @@ def ranks(device: str = "cpu") -> Ranks:
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    check_device(device)
     if device == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("device 'cuda' was requested but torch.cuda.is_available() is "
-                                "False. Expected one of ['cpu'] on this machine")
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")

@@ -13,7 +13,11 @@ and 95% CI over ``val_tasks`` held-out tasks) and, once training is done,
 ``--resume`` continues from the newest saved state; because every episode is a pure
 function of (seed, step), a run killed at any moment and resumed ends with the same
 weights as an uninterrupted run (bit-exact on CPU). An existing run is never
-overwritten without ``--resume`` or ``--overwrite``.
+overwritten without ``--resume`` or ``--overwrite``. Every saved state is read whole
+(content hash included) before resuming, and a damaged one is passed over for the newest
+good state before it; ``--resume`` to fewer ``--steps`` than the run has reached is
+refused before anything is written. A run whose loss or weights stop being finite stops
+at that step without writing anything of it (see the robustness guide).
 
 ``torchrun --nproc-per-node K -m repscope.training.maml ...`` splits every meta-batch
 over K processes (gloo on CPU, NCCL with ``--device cuda``, one GPU each): the same
@@ -33,6 +37,7 @@ Examples
 import argparse
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import time
@@ -41,14 +46,17 @@ from typing import get_args
 
 import torch
 
-from .checkpoint import (atomic_write_text, checkpoint_path, latest_resumable, load_checkpoint,
-                         load_run, save_checkpoint, set_rng_state)
-from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
+from repscope.probes.store import remove_recordings
+
+from .checkpoint import (atomic_write_text, checkpoint_path, clean_run_folder, latest_resumable,
+                         load_checkpoint, load_run, save_checkpoint, set_rng_state)
 from .distributed import Ranks, leave, ranks
+from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
 from .errors import TrainingError
 from .evaluate import PUBLISHED, evaluate_tasks, lake_episodes, summarize
 from .meta import meta_step
 from .model import build_model
+from .options import check_device, torch_threads
 from .tasks import lake_runs, task_samplers
 
 __all__ = ["train", "main"]
@@ -56,18 +64,9 @@ __all__ = ["train", "main"]
 _ARTEFACTS = ("config.json", "checkpoints", "state.pt", "metrics.jsonl", "evaluation.json")
 
 
-def _device(config) -> torch.device:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("device 'cuda' was requested but torch.cuda.is_available() is "
-                            "False. Expected one of ['cpu'] on this machine")
-    return torch.device(config.device)
-
-
 def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> bool:
     """Return True when an existing run is to be resumed."""
     exists = (out / "config.json").is_file()
-    if resume and overwrite:
-        raise TrainingError("--resume and --overwrite exclude each other")
     if exists and resume:
         return True
     if exists and not overwrite:
@@ -80,6 +79,7 @@ def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> bool:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+        remove_recordings(out / "activations")  # recorded from the run being replaced
     if not exists and any(out.glob("*")) and not overwrite:
         raise TrainingError(f"{str(out)!r} is not empty and holds no run (no config.json). "
                             "Choose a new folder or pass --overwrite")
@@ -185,9 +185,18 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     out = Path(out)
     group = group or Ranks()
     log = (log if group.is_main else None) or (lambda *_: None)
+    check_device(config.device)
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite exclude each other")
+    found = None
+    if resume and (out / "config.json").is_file():  # every check before anything is written
+        config = _check_same_run(load_run(out)[0], config)
+        found = _resume_point(out, config, log)
     resuming, error = False, None
-    if group.is_main:
+    if group.is_main:  # rank 0 alone touches the folder; the others wait for its verdict
         try:
+            for path in clean_run_folder(out):
+                log(f"removed {str(path)!r}, a temporary file left by a killed process")
             resuming = _prepare_folder(out, resume, overwrite)
         except TrainingError as exc:
             if not group.distributed:
@@ -195,19 +204,38 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
             error = exc
     group.check(error)
     resuming = group.broadcast(resuming)
-    if resuming:
-        config = _check_same_run(load_run(out)[0], config)
-    device = group.device(_device(config).type)
-    threads_before = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        return _train(config, out, resuming, device, log, on_step, group)
-    finally:
-        torch.set_num_threads(threads_before)
+    with torch_threads(config.threads):
+        return _train(config, out, resuming, found, group.device(config.device), log, on_step, group)
 
 
-def _train(config, out, resuming, device, log, on_step, group):
+def _resume_point(out: Path, config: MAMLConfig, log):
+    """``(step, path)`` of the state to resume from, or None; refuses a shorter run."""
+    found = latest_resumable(out, log=log)
+    if found is not None and found[0] > config.steps:
+        raise TrainingError(
+            f"--steps {config.steps} is below the progress of the run in {str(out)!r}: it has "
+            f"reached step {found[0]} ({found[1].name}). Pass --steps {found[0]} or more to "
+            "continue it, or --overwrite to start again from step 0")
+    return found
+
+
+def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
+    """Stop a diverged run before it writes a non-finite value anywhere."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if not bad and all(torch.isfinite(p).all() for p in model.parameters()):
+        return
+    what = (f"{', '.join(f'{k} = {metrics[k]}' for k in bad)}" if bad
+            else "non-finite meta-parameters")
+    _, saved = load_run(out)
+    last = max((s for s in saved if s < step), default=None)
+    raise TrainingError(
+        f"Training diverged at meta-step {step}: {what}. The run stops here; nothing of "
+        f"step {step} was written, and its newest checkpoint is "
+        f"{'step ' + str(last) if last is not None else 'none'} in {str(out / 'checkpoints')!r}. "
+        "Lower --meta-lr or --inner-lr (or set --meta-clip) and start again with --overwrite")
+
+
+def _train(config, out, resuming, found, device, log, on_step, group):
     from tqdm import tqdm
 
     samplers = task_samplers(config)
@@ -215,7 +243,7 @@ def _train(config, out, resuming, device, log, on_step, group):
     model = build_model(config).to(device)
     meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
     metrics = out / "metrics.jsonl"
-    start, found = 0, latest_resumable(out) if resuming else None
+    start = 0
     if found is not None:
         start, path = found
         ckpt = load_checkpoint(path, map_location=device)
@@ -243,6 +271,7 @@ def _train(config, out, resuming, device, log, on_step, group):
         m = meta_step(model, meta_opt, samplers["train"].batch(step, config.meta_batch), config,
                       group=group if group.distributed else None)
         done = step + 1
+        _check_finite(done, m, model, out)  # on every rank: all hold the same numbers
         if not main:
             continue
         _append(metrics, {"kind": "train", "step": done, **{k: round(v, 6) for k, v in m.items()},

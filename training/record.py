@@ -21,12 +21,15 @@ code (see ``docs/dev/contracts.md`` and the user guide):
 
 One netCDF file per checkpoint goes to ``<run>/activations/`` (written atomically);
 checkpoints already there are skipped, so an interrupted recording resumes where it
-stopped. ``repscope.probes.open_run(<run>/activations)`` opens the result as one Dataset.
+stopped. Each file already there is read whole first (schema and content hash): one that
+is unreadable or corrupt (0 bytes, truncated, a changed byte) is named and recorded
+again, and temporaries that a killed recorder left are removed. ``repscope.probes.open_run(<run>/activations)`` opens the result as one Dataset.
 
-``torchrun --nproc-per-node K -m repscope.training.record ...`` deals the checkpoints to
-be recorded out over K processes (checkpoints ``rank, rank + K, ...`` of the ones not yet
-recorded); each writes its own files into the same folder, so the record is the one a
-single process writes, and an interrupted recording resumes with any K.
+``torchrun --nproc-per-node K -m repscope.training.record -- --run RUN ...`` deals the
+checkpoints still to record out over K processes (checkpoints ``rank, rank + K, ...``);
+each writes its own files into the same folder, so the record is the one a single
+process writes, and an interrupted recording resumes with any K. (The ``--`` ends
+torchrun's options: it would take ``--run`` for its ``--run-path``.)
 """
 from __future__ import annotations
 
@@ -42,8 +45,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from repscope.probes import Probe, existing_checkpoints, write_checkpoint
-from repscope.probes.store import checkpoint_path
+from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
+from repscope.probes.store import checkpoint_path, clean_stale_temporaries, verify_checkpoint
 
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
@@ -53,6 +56,7 @@ from .evaluate import evaluate_tasks
 from .inner import adapt
 from .meta import episode_tensors
 from .model import build_model
+from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
 from .tasks import task_samplers
 
 __all__ = ["RecordConfig", "select_checkpoints", "analysis_tasks", "record_run", "main"]
@@ -83,17 +87,24 @@ class RecordConfig:
     device: str = "cpu"
     data: Optional[str] = None
     progress: bool = True
-    threads: Optional[int] = 1
+    threads: int = 1
 
     def __post_init__(self):
         self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
         self.layers = tuple(self.layers)
         if not self.inner_steps or self.inner_steps[0] < 0:
-            raise TrainingError(f"inner_steps must be non-negative integers, got {list(self.inner_steps)}")
-        if self.tasks < 1:
-            raise TrainingError(f"tasks must be >= 1, got {self.tasks}")
-        if self.eval_tasks < 0:
-            raise TrainingError(f"eval_tasks must be >= 0, got {self.eval_tasks}")
+            raise TrainingError(f"inner_steps (--inner-steps) must be non-negative integers, "
+                                f"got {list(self.inner_steps)}")
+        unknown = [name for name in self.layers if name not in LAYERS]
+        if unknown or not self.layers:
+            raise TrainingError(f"Unknown layers (--layers) {unknown or []}. Expected module "
+                                f"paths among {list(LAYERS)}")
+        check_int("tasks", self.tasks, 1)
+        check_int("eval_tasks", self.eval_tasks, 0)
+        check_int("probe_index", self.probe_index, 0)
+        check_choice("dtype", self.dtype, ("float32", "float16"))
+        check_device(self.device)
+        self.threads = check_threads(self.threads)
         if not 0 <= self.probe_task < self.tasks:
             raise TrainingError(f"probe_task must be one of the analysed tasks 0..{self.tasks - 1}, "
                                 f"got {self.probe_task}")
@@ -241,7 +252,7 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
 
     Returns the activations folder. Checkpoints already recorded there are skipped.
     Under ``torchrun``, ``group`` (:func:`repscope.training.distributed.ranks`) deals the
-    checkpoints to record out over the ranks; rank 0 alone logs.
+    checkpoints to record out over the ranks; rank 0 alone logs and checks the folder.
     """
     group = group or Ranks()
     log = log if group.is_main else None
@@ -251,8 +262,20 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
         raise TrainingError(f"Run {str(run_dir)!r} has no checkpoints yet (checkpoints/step_*.pt)")
     steps = select_checkpoints(rec.checkpoints, list(saved))
     out = Path(out) if out is not None else run_dir / "activations"
-    # rank 0 lists what is done, before any rank writes, and every rank uses its list
-    done = group.broadcast(set(existing_checkpoints(out)) if out.exists() else set())
+    done = set()
+    if group.is_main:  # before any rank writes; every rank then uses rank 0's list
+        for path in clean_stale_temporaries(out):
+            if log:
+                log(f"removed {str(path)!r}, a temporary file left by a killed recorder")
+        done = set(existing_checkpoints(out))
+        for step in sorted(done):
+            try:
+                verify_checkpoint(out, step)
+            except ProbeError as exc:
+                done.discard(step)
+                if log:
+                    log(f"recording checkpoint {step} again: {exc}")
+    done = group.broadcast(done)
     todo = [s for s in steps if s not in done]
     if rec.max_inner_step > max(config.inner_steps_eval, 0) and log:
         log(f"note: recording up to inner step {rec.max_inner_step}, beyond the run's "
@@ -277,7 +300,7 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
             f"in {out}); {rec.tasks} tasks x inner steps {list(rec.inner_steps)}, "
             f"{rec.eval_tasks} eval tasks")
     device = group.device(rec.device)
-    if rec.threads is not None:
+    if rec.threads:  # 0: torch's default
         torch.set_num_threads(rec.threads)
     model = build_model(config).to(device)
     probe = make_probe(model, rec)
@@ -285,15 +308,24 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
     bar = mine
     if rec.progress and group.is_main:
         from tqdm import tqdm
-        bar = tqdm(todo, desc="record", unit="ckpt", file=sys.stderr)
+        bar = tqdm(mine, desc="record", unit="ckpt", file=sys.stderr)
     for step in bar:
         load_meta_parameters(model, saved[step])
         ds = record_checkpoint(model, probe, config, rec, tasks, probe_set, eval_episodes, step, run_config)
-        write_checkpoint(out, ds, compress=rec.compress)
+        # overwrite: a file of this step is there only when it failed verification
+        write_checkpoint(out, ds, compress=rec.compress, overwrite=True)
         if bar is not mine:
             bar.set_postfix(step=step, acc=f"{np.nanmean(ds['accuracy'].values[..., -1]):.2f}")
     group.barrier()  # the folder is whole when any rank returns
     return out
+
+
+def _int_list(text: str) -> tuple:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as "
+                                         f"'0,1,5,10', got {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -308,7 +340,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="'all', 'every:K', 'START:STOP:STEP' (inclusive) or a list '0,100,200' "
                         "(default: all).")
     p.add_argument("--tasks", type=int, default=d.tasks, help="Analysis tasks P (default: 50).")
-    p.add_argument("--inner-steps", default="0,1,5,10",
+    p.add_argument("--inner-steps", default=(0, 1, 5, 10), type=_int_list,
                    help="Inner steps after which to record, comma-separated (default: 0,1,5,10).")
     p.add_argument("--eval-tasks", type=int, default=d.eval_tasks,
                    help="Random held-out tasks whose accuracy is stored as eval_accuracy (default: 600; 0: none).")
@@ -323,9 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", action="store_true", help="zlib-compress the netCDF files.")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device (default: cpu).")
     p.add_argument("--data", default=None, help="Data folder (default: the run's, else $REPSCOPE_DATA).")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default: 1; small convolutions gain little from more, "
-                        "and oversubscribed cores slow them down many times; 0: torch's default).")
+    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP + " (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     return p
 
@@ -335,21 +365,18 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     group = None
     try:
-        steps = [int(s) for s in args.inner_steps.split(",") if s.strip()]
-        rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks, inner_steps=steps,
+        rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks,
+                           inner_steps=args.inner_steps,
                            eval_tasks=args.eval_tasks, probe_task=args.probe_task,
                            probe_index=args.probe_index,
                            layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
                            dtype=args.dtype, compress=args.compress, device=args.device,
                            data=args.data, progress=not args.no_progress,
-                           threads=args.threads or None)
+                           threads=args.threads)
         group = ranks(rec.device)  # torchrun: one process per rank, else one process
         out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr),
                          group=group)
-    except ValueError as exc:
-        print(f"error: cannot read --inner-steps {args.inner_steps!r}: {exc}", file=sys.stderr)
-        return 2
-    except TrainingError as exc:
+    except (TrainingError, ProbeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

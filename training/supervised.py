@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -34,13 +35,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repscope.probes import Probe, existing_checkpoints, write_checkpoint
+from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
+from repscope.probes.schema import REDUCTIONS
+from repscope.probes.store import clean_stale_temporaries, remove_recordings, verify_checkpoint
 
 from .checkpoint import atomic_write_text
 from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError
 from .model import Conv4
+from .options import (THREADS_HELP, check_choice, check_device, check_int, check_positive,
+                      check_threads)
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
@@ -81,18 +86,19 @@ class SupervisedConfig:
     reduce: str = _f("none", "Reduction of recorded conv maps: 'none' or 'spatial_mean'.")
     dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
     device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
-    threads: int = _f(1, "torch CPU threads (0: torch's default). Small convolutions gain little "
-                      "from more, and oversubscribed cores slow them down many times.")
+    threads: int = _f(1, THREADS_HELP)
     progress: bool = _f(True, "Show a progress bar.")
 
     def __post_init__(self):
-        if self.mnist not in MNIST_MODES:
-            raise TrainingError(f"Unknown mnist mode {self.mnist!r}. Expected one of {list(MNIST_MODES)}")
+        check_choice("mnist", self.mnist, MNIST_MODES)
         for name in ("steps", "batch_size", "record_every", "n_probe"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise TrainingError(f"lr must be positive, got {self.lr}")
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        check_positive("lr", self.lr)
+        check_choice("reduce", self.reduce, REDUCTIONS)
+        check_choice("dtype", self.dtype, ("float32", "float16"))
+        check_device(self.device)
+        self.threads = check_threads(self.threads)
 
     def recording_steps(self) -> list[int]:
         """Training steps at which the probe images are recorded."""
@@ -153,6 +159,13 @@ def _accuracy(model, x, y, batch: int = 1000) -> float:
     return correct / len(x)
 
 
+def _diverged(step: int, what: str, out: Path):
+    raise TrainingError(
+        f"Training diverged at step {step}: {what}. The run stops here, before writing "
+        f"anything of step {step}; the records of earlier steps stay in "
+        f"{str(out / 'activations')!r}. Lower --lr and start again with --overwrite")
+
+
 def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) -> dict:
     """Train the network, recording the probe images into ``out / "activations"``.
 
@@ -178,6 +191,13 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
     probe = Probe(model, layers=list(LAYERS), reduce=None if config.reduce == "none" else config.reduce,
                   dtype=config.dtype)
     done = set(existing_checkpoints(out / "activations"))
+    for step in sorted(done):
+        try:
+            verify_checkpoint(out / "activations", step)
+        except ProbeError as exc:
+            done.discard(step)
+            if log:
+                log({"step": step, "recorded_again": str(exc)})
     record_at = config.recording_steps()
     run_config = {"kind": "supervised", **_results_fields(config), "data_meta": data["meta"]}
     accuracy_by_step = {}
@@ -194,6 +214,9 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
                     with probe.recording(checkpoint=step, labels=probe_y,
                                          image_ids=data["probe_ids"], role="probe"):
                         logits = model(probe_x)
+            if not torch.isfinite(logits).all():
+                probe.clear()
+                _diverged(step, "the network's outputs on the probe images are not finite", out)
             acc = (logits.argmax(1) == probe_y).double().mean().item()
             accuracy_by_step[step] = acc
             if step not in done:
@@ -201,7 +224,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
                 ds["accuracy"] = (("checkpoint", "task", "inner_step"), np.full((1, 1, 1), acc),
                                   {"role": "metric", "long_name": "accuracy on the probe images"})
                 ds.attrs["data_note"] = data["meta"].get("note", "")
-                write_checkpoint(out / "activations", ds)
+                write_checkpoint(out / "activations", ds, overwrite=True)  # only a corrupt one
             if log:
                 log({"step": step, "probe_accuracy": acc})
         if step == config.steps:
@@ -212,6 +235,8 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
         cursor += config.batch_size
         x, y = train_x[idx].to(device), train_y[idx].to(device)
         loss = F.cross_entropy(model(x), y)
+        if not math.isfinite(loss.item()):
+            _diverged(step + 1, f"the loss is {loss.item()}", out)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -252,10 +277,12 @@ def main(argv=None) -> int:
         config = SupervisedConfig(**values)
         out = Path(args.out)
         cfg_file = out / "config.json"
+        for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
+            print(f"removed {str(path)!r}, a temporary file left by a killed process",
+                  file=sys.stderr)
         if cfg_file.exists():
             if args.overwrite:
-                for f in (out / "activations").glob("*.nc"):
-                    f.unlink()
+                remove_recordings(out / "activations")
             elif {k: v for k, v in json.loads(cfg_file.read_text()).items()
                   if k not in RUNTIME_FIELDS} != _results_fields(config):
                 raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
@@ -272,7 +299,7 @@ def main(argv=None) -> int:
         return 2
     atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    where = "the 100 held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
+    where = f"the {config.n_probe} held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
     print(f"final accuracy {100 * summary['final_accuracy']:.1f}% on {where} "
           f"(chance 10%); records in {out / 'activations'}")
     return 0

@@ -28,6 +28,8 @@ __all__ = ["download", "verify", "safe_extract", "file_digest", "atomic_path", "
 _CHUNK = 1 << 20
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_REFETCH = ("Delete it to download it again (when online), or copy an intact one into the "
+            "data folder.")
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
@@ -94,13 +96,13 @@ def verify(path: str | os.PathLike, *, sha256: str | None = None, md5: str | Non
         raise DataError(f"Cannot verify {str(path)!r}: no such file.")
     if size is not None and path.stat().st_size != size:
         raise DataError(f"Size mismatch for {str(path)!r}: expected {size} bytes, found "
-                        f"{path.stat().st_size} (truncated or a different file).")
+                        f"{path.stat().st_size} (truncated or a different file). {_REFETCH}")
     for algorithm, expected in (("sha256", sha256), ("md5", md5)):
         if expected is not None:
             found = file_digest(path, algorithm)
             if found != expected.lower():
                 raise DataError(f"Checksum mismatch for {str(path)!r}: expected {algorithm} "
-                                f"{expected.lower()}, found {found}.")
+                                f"{expected.lower()}, found {found}. {_REFETCH}")
     return path
 
 
@@ -247,10 +249,10 @@ def check_zip(path: str | os.PathLike) -> None:
         try:
             bad = z.testzip()
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
-            raise DataError(f"Corrupt zip archive {str(path)!r}: {err}.") from err
+            raise DataError(f"Corrupt zip archive {str(path)!r}: {err}. {_REFETCH}") from err
     if bad is not None:
         raise DataError(f"Corrupt zip archive {str(path)!r}: member {bad!r} fails its CRC "
-                        "check.")
+                        f"check. {_REFETCH}")
 
 
 def member_problem(info: zipfile.ZipInfo) -> str | None:
