@@ -14,9 +14,10 @@ The public API:
 * :class:`AnalysisError`, the one exception class.
 
 Figure computations live in :mod:`repscope.analyses.figure_data`, plots in
-:mod:`repscope.analyses.plots`, findings in :mod:`repscope.analyses.findings`; the
-dimension handling, stimulus alignment and input checks that every measure shares in
-:mod:`repscope.analyses.dims`.
+:mod:`repscope.analyses.plots`, findings in :mod:`repscope.analyses.findings` (with the
+plateau and checkpoint pairs of :mod:`repscope.analyses.plateau` and the independent
+tasks of :mod:`repscope.analyses.task_units`); the dimension handling, stimulus
+alignment and input checks that every measure shares in :mod:`repscope.analyses.dims`.
 
 Examples
 --------

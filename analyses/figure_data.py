@@ -114,29 +114,66 @@ def inner_loop_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linea
 
 
 def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
-                lag: int = 1, inner_step: int = 0,
+                lag: int = 1, inner_step: int = 0, pairs: Sequence[tuple[int, int]] | None = None,
                 layers: Sequence[str] | None = None) -> xr.Dataset:
     """Figure 1b: representation at checkpoint ``t`` vs ``lag`` checkpoints earlier.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    measures : list of str or dict of {name: options}
+    lag : int
+        Compare each checkpoint with the one ``lag`` positions earlier.
+    inner_step : int
+        The inner step compared (0: the meta-initialised representation).
+    pairs : list of tuple, optional
+        Explicit ``(earlier, later)`` checkpoint steps instead of ``lag``; each later
+        step at most once (used by F2 to compare checkpoints an exact number of steps
+        apart).
+    layers : list of str, optional
 
     Returns
     -------
     xarray.Dataset
         One variable per measure, dims (layer, checkpoint, task); ``checkpoint`` is
         the later checkpoint and the coordinate ``previous`` the earlier one.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"fc": (("checkpoint", "task", "inner_step", "stimulus", "unit_fc"),
+    ...                         np.random.default_rng(0).normal(size=(3, 1, 1, 6, 4)),
+    ...                         {"role": "layer"})},
+    ...                 coords={"checkpoint": [0, 50, 100], "task": [0], "inner_step": [0]},
+    ...                 attrs={"layers": '["fc"]'})
+    >>> meta_change(ds, ["rsa"], pairs=[(0, 100)])["previous"].values.tolist()
+    [0]
     """
     ck = ds["checkpoint"].values
-    if len(ck) <= lag:
-        raise AnalysisError(f"meta_change needs more than lag={lag} checkpoints; got {ck.tolist()}")
+    if pairs is None:
+        if len(ck) <= lag:
+            raise AnalysisError(f"meta_change needs more than lag={lag} checkpoints; got {ck.tolist()}")
+        earlier_ck, later_ck = ck[:-lag], ck[lag:]
+    else:
+        pairs = [(int(a), int(b)) for a, b in pairs]
+        missing = sorted({c for p in pairs for c in p} - set(ck.tolist()))
+        if missing or not pairs:
+            raise AnalysisError(f"meta_change pairs {pairs} need checkpoints {missing or 'given'}; "
+                                f"recorded: {ck.tolist()}")
+        later_ck = np.asarray([b for _, b in pairs])
+        if len(set(later_ck.tolist())) != len(later_ck):
+            raise AnalysisError(f"meta_change pairs {pairs} repeat a later checkpoint")
+        earlier_ck = np.asarray([a for a, _ in pairs])
 
     def pair(x):
         x = x.sel(inner_step=inner_step)
-        later = x.isel(checkpoint=slice(lag, None))
-        earlier = x.isel(checkpoint=slice(None, -lag)).assign_coords(checkpoint=later["checkpoint"].values)
+        later = x.sel(checkpoint=later_ck)
+        earlier = x.sel(checkpoint=earlier_ck).assign_coords(checkpoint=later["checkpoint"].values)
         return later, earlier
 
     res = _per_layer(ds, layers, measures, pair)
-    res = res.assign_coords(previous=("checkpoint", ck[:-lag]))
-    res.attrs = {"figure": "1b", "lag_checkpoints": lag, "inner_step": inner_step}
+    res = res.assign_coords(previous=("checkpoint", np.asarray(earlier_ck)))
+    res.attrs = {"figure": "1b", "inner_step": inner_step,
+                 **({"lag_checkpoints": lag} if pairs is None else {"pairs": json.dumps(pairs)})}
     return res
 
 
@@ -232,7 +269,8 @@ def rdm_of_rdms(ds: xr.Dataset, measure: str = "rsa", *, selection: Mapping | No
     return out
 
 
-def accuracy_curves(ds: xr.Dataset, inner_step: int | None = None, z: float = 1.96) -> xr.Dataset:
+def accuracy_curves(ds: xr.Dataset, inner_step: int | None = 5, z: float = 1.96,
+                    tasks: Sequence[int] | int | None = 4) -> xr.Dataset:
     """Figure 4: analysed tasks' accuracy and the eval-task mean with a 95% CI.
 
     Parameters
@@ -241,27 +279,45 @@ def accuracy_curves(ds: xr.Dataset, inner_step: int | None = None, z: float = 1.
         Record with ``accuracy`` (checkpoint, task, inner_step) and optionally
         ``eval_accuracy`` (checkpoint, eval_task).
     inner_step : int, optional
-        Inner step of ``accuracy`` to show; default: ``eval_accuracy``'s
-        ``inner_steps`` attr when recorded, else the last step.
+        Inner step of ``accuracy`` to show: 5 (the paper's text) when recorded;
+        ``None`` or an unrecorded step falls back to ``eval_accuracy``'s
+        ``inner_steps`` attr when recorded, else the last step. The result's
+        ``inner_step`` attr says which was used.
     z : float
         CI half-width in standard errors (``mean +- 1.96 std / sqrt(n)``, as MAML).
+    tasks : int, list of int or None
+        The analysed tasks shown: the first ``tasks`` (default 4, the tasks of
+        figure 3), the listed ones, or all (None).
 
     Returns
     -------
     xarray.Dataset
         ``accuracy`` (checkpoint, task), and ``eval_mean``, ``eval_lower``,
         ``eval_upper`` (checkpoint) when ``eval_accuracy`` exists.
+
+    Examples
+    --------
+    >>> acc = xr.DataArray(np.full((2, 6, 3), 0.5), dims=("checkpoint", "task", "inner_step"),
+    ...                    coords={"checkpoint": [0, 100], "task": np.arange(6), "inner_step": [0, 5, 10]})
+    >>> res = accuracy_curves(xr.Dataset({"accuracy": acc}))
+    >>> res.attrs["inner_step"], res["task"].values.tolist()
+    (5, [0, 1, 2, 3])
     """
     if "accuracy" not in ds:
         raise AnalysisError(f"Record has no 'accuracy' variable; has {sorted(map(str, ds.data_vars))}")
     steps = ds["inner_step"].values.tolist()
-    if inner_step is None:
+    if inner_step is None or inner_step not in steps:
         want = ds["eval_accuracy"].attrs.get("inner_steps") if "eval_accuracy" in ds else None
         inner_step = int(want) if want is not None and int(want) in steps else steps[-1]
-    if inner_step not in steps:
-        raise AnalysisError(f"inner_step {inner_step} not recorded; available: {steps}")
-    out = xr.Dataset({"accuracy": ds["accuracy"].sel(inner_step=inner_step, drop=True)},
-                     attrs={"figure": "4", "inner_step": inner_step})
+    acc = ds["accuracy"].sel(inner_step=inner_step, drop=True)
+    if isinstance(tasks, int):
+        acc = acc.isel(task=slice(0, tasks))
+    elif tasks is not None:
+        missing = sorted(set(int(t) for t in tasks) - set(acc["task"].values.tolist()))
+        if missing:
+            raise AnalysisError(f"tasks {missing} not recorded; available: {acc['task'].values.tolist()}")
+        acc = acc.sel(task=list(tasks))
+    out = xr.Dataset({"accuracy": acc}, attrs={"figure": "4", "inner_step": inner_step})
     if "eval_accuracy" in ds:
         ev = ds["eval_accuracy"]
         n = ev.count("eval_task")

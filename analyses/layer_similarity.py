@@ -15,6 +15,10 @@ With no arguments this runs the quick end-to-end path on a fresh machine:
    control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
    ``results/findings.md`` (claims F1-F3 with bootstrap CIs).
 
+``--preset medium`` runs the same stages in the paper's regime (20-way 1-shot, 5 inner
+steps, second order; 1200 meta-steps on the small archives, 5 analysis tasks over
+disjoint characters, 20 recorded checkpoints): about 40 minutes on 2 idle CPU cores.
+
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
 ``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
 and ``miniimagenet-5way-1shot`` when Mini-ImageNet data are present), records 50 tasks
@@ -52,10 +56,35 @@ MEASURE_NAMES = ("rsa", "cka_linear", "cka_rbf", "cka_linear_debiased", "cka_rbf
                  "cka_linear_minibatch")
 RDM_METHOD_NAMES = ("euclidean", "correlation", "cosine")
 MDS_MODE_NAMES = ("paper", "precomputed")
+BAND_NAMES = ("std", "sem")
+CI_UNIT_NAMES = ("disjoint", "task")
+FIGURE_NAMES = ("1a", "1b", "2", "3", "4", "5", "6")
+
+
+def grid_with_partners(steps: int, every: int, gap: int, late_from: int) -> str:
+    """Checkpoints ``0, every, ..., steps``, plus for each at or after ``late_from`` the one
+    ``gap`` steps earlier: a ``--checkpoints`` list for ``repscope.training.record``.
+
+    Examples
+    --------
+    >>> grid_with_partners(400, 100, 20, 300)
+    '0,100,200,280,300,380,400'
+    """
+    grid = set(range(0, steps + 1, every)) | {steps}
+    return ",".join(str(c) for c in sorted(grid | {c - gap for c in grid if c >= late_from}))
+
 
 PRESETS = {
     "quick": {"maml": ["quick"], "record": ["--checkpoints", "all", "--tasks", "8",
                                             "--inner-steps", "0,1,5,10", "--eval-tasks", "100"]},
+    # The training preset "medium" (repscope.training.config): 1200 steps, a checkpoint every
+    # 20 (1000/60000 of the run). Recorded: every 100th step, and in the second half also
+    # the step 20 earlier, so that F2 finds pairs at the scaled gap (20 steps) and the
+    # Figure-3 statement at its scaled gap (200 steps); 5 tasks over disjoint characters.
+    "medium": {"maml": ["medium"],
+               "record": ["--checkpoints", grid_with_partners(1200, 100, 20, 600), "--tasks", "5",
+                          "--inner-steps", "0,1,5,10", "--eval-tasks", "100"],
+               "analysis": {"fig1b_gap": 100}},
     "paper": {"maml": ["omniglot-20way-1shot", "miniimagenet-5way-1shot"],
               "record": ["--checkpoints", "every:1000", "--tasks", "50", "--inner-steps", "0,1,5,10"]},
 }
@@ -69,9 +98,11 @@ def _parser() -> argparse.ArgumentParser:
                "first (each stage skipped when its output exists). See the module docstring.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="quick: CPU minutes (MAML 'quick' preset, 8 tasks); paper: the full "
-                        "reproduction (a GPU job, run time in docs/guide/benchmarks.rst; Mini-ImageNet "
-                        "when its data exist)")
+                   help="quick: CPU minutes (MAML 'quick' preset: 1 inner step, 8 tasks); medium: the "
+                        "paper's regime (20-way 1-shot, 5 inner steps, second order) sized for 2 CPU "
+                        "cores (run time in docs/guide/reproducing.rst); paper: the full reproduction "
+                        "(a GPU job, run time in docs/guide/benchmarks.rst; Mini-ImageNet when its "
+                        "data exist)")
     p.add_argument("--run", action="append", default=[], type=Path, metavar="DIR",
                    help="existing run folder (or its activations/ folder) to analyse; repeatable; "
                         "kind read from the record (the 'kind' its recorder stored: maml or supervised)")
@@ -96,8 +127,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mds-mode", default="paper", choices=MDS_MODE_NAMES,
                    help="paper: min-max scaled rows as features (the paper's code); "
                         "precomputed: MDS on the dissimilarities")
+    p.add_argument("--figure-measures", action="append", default=[], metavar="FIG=M1,M2",
+                   help="measures of one figure, overriding --measures (repeatable; default "
+                        "2=rsa,cka_rbf as the paper's mnist.py); figures " + ", ".join(FIGURE_NAMES))
+    p.add_argument("--figure-rdm-method", action="append", default=[], metavar="FIG=METHOD",
+                   help="first-order RDM of one figure, overriding --rdm-method (repeatable; default "
+                        "2=euclidean as the paper's mnist.py)")
     p.add_argument("--meta-gap", type=int, default=1000,
-                   help="meta-steps compared in fig 1b and F2 (nearest checkpoint spacing used)")
+                   help="F2: meta-steps between the compared checkpoints, exactly, after the plateau "
+                        "(also reported scaled to the run: gap x run steps / 60000)")
+    p.add_argument("--fig1b-gap", type=int, default=None,
+                   help="fig 1b: compare checkpoints exactly this many steps apart (default: "
+                        "consecutive checkpoints; the medium preset: 100)")
+    p.add_argument("--band", default="std", choices=BAND_NAMES,
+                   help="error band of figs 1a/1b: std (+-1 std over tasks, as published) or sem "
+                        "(+-1.96 SEM)")
+    p.add_argument("--ci-unit", default="disjoint", choices=CI_UNIT_NAMES,
+                   help="independent units of the findings' CIs: disjoint (tasks whose characters "
+                        "are pairwise disjoint) or task (every task, as if independent)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs (at least 40)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs and the MDS")
     p.add_argument("--formats", default="png,pdf", help="comma-separated figure file formats")
@@ -252,6 +299,17 @@ def _cluster(args):
     return Client(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
 
 
+def _per_figure(entries: list[str], option: str) -> dict[str, str]:
+    """``["2=rsa,cka_rbf", ...]`` to ``{"2": "rsa,cka_rbf"}``; figures are checked by AnalysisConfig."""
+    out = {}
+    for entry in entries:
+        fig, sep, value = entry.partition("=")
+        if not sep or not fig.strip() or not value.strip():
+            raise AnalysisError(f"Cannot read {option} {entry!r}. Expected FIG=VALUE, e.g. 2=euclidean")
+        out[fig.strip()] = value.strip()
+    return out
+
+
 def _check_paths(args) -> None:
     """Refuse missing run folders and unusable output folders before anything runs."""
     named = [("--run", r) for r in args.run] + [("--maml-run", r) for r in args.maml_run]
@@ -280,9 +338,18 @@ def main(argv=None) -> int:
             files = redraw(args.results)
             print(f"[layer_similarity] redrew {len(files)} files under {args.results}")
             return 0
+        preset = PRESETS[args.preset].get("analysis", {})
+        fig_measures = {**AnalysisConfig().figure_measures,
+                        **{k: tuple(m.strip() for m in v.split(",") if m.strip())
+                           for k, v in _per_figure(args.figure_measures, "--figure-measures").items()}}
+        fig_rdm = {**AnalysisConfig().figure_rdm_method,
+                   **_per_figure(args.figure_rdm_method, "--figure-rdm-method")}
         cfg = AnalysisConfig(measures=tuple(m.strip() for m in args.measures.split(",") if m.strip()),
                              primary=args.primary, rdm_method=args.rdm_method, mds_mode=args.mds_mode,
-                             meta_gap=args.meta_gap, n_boot=args.n_boot, seed=args.seed, device=args.device,
+                             figure_measures=fig_measures, figure_rdm_method=fig_rdm,
+                             meta_gap=args.meta_gap, band=args.band, ci_unit=args.ci_unit,
+                             fig1b_gap=args.fig1b_gap if args.fig1b_gap is not None else preset.get("fig1b_gap"),
+                             n_boot=args.n_boot, seed=args.seed, device=args.device,
                              formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
         _check_paths(args)
         lazy = _lazy_policy(args)  # options checked before anything is trained or written
@@ -296,16 +363,17 @@ def main(argv=None) -> int:
             maml_runs, mnist_run = _train_and_record(args)
         t0 = time.time()
         supervised = None
-        with _cluster(args):
+        with _cluster(args):  # lazy records are read, chunk by chunk, by its workers
             if mnist_run is not None:
                 res = analyse_supervised(_open(mnist_run, lazy), cfg, args.results / Path(mnist_run).name,
                                          str(mnist_run))
                 supervised = res["supervised"]
-            maml = {}
+            maml, records = {}, {}
             for run in maml_runs:
-                maml[Path(run).name] = analyse_maml(_open(run, lazy), cfg, args.results / Path(run).name,
-                                                    str(run))
-        summary = summarize(maml, supervised, cfg)
+                records[Path(run).name] = _open(run, lazy)
+                maml[Path(run).name] = analyse_maml(records[Path(run).name], cfg,
+                                                    args.results / Path(run).name, str(run))
+            summary = summarize(maml, supervised, cfg, records)
         path = save_text(summary, args.results / "findings.md")
         print(summary)
         print(f"[layer_similarity] analysis took {time.time() - t0:.0f} s; results in {args.results}, "

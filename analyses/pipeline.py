@@ -19,19 +19,24 @@ from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
-from repscope.analyses.dims import to_cells
+from repscope.analyses.dims import STIMULUS, to_cells, unit_dim
 from repscope.analyses.errors import AnalysisError
-from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
+from repscope.analyses.lazy import features_by_chunk, is_lazy
+from repscope.analyses.findings import assess, findings_markdown, supervised_depth_order
 from repscope.analyses.mds import MDS_MODES, mds_embedding
 from repscope.analyses.measures import get_measure
 from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
                             plot_rdm_of_rdms, plot_training_change)
 from repscope.analyses.rdms import RDM_METHODS
 from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
-from repscope.analyses.uncertainty import check_n_boot
+from repscope.analyses.plateau import gap_pairs
+from repscope.analyses.task_units import CI_UNITS
+from repscope.analyses.uncertainty import BANDS, check_n_boot
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
-           "choose_lag", "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
+           "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
+
+FIGURES = ("1a", "1b", "2", "3", "4", "5", "6")
 
 
 @dataclass
@@ -41,17 +46,37 @@ class AnalysisConfig:
     Attributes
     ----------
     measures : tuple of str
-        Measures for figures 1a, 1b and 2 (names of :data:`repscope.analyses.MEASURES`).
+        Measures for figures 1a and 1b and the findings (names of
+        :data:`repscope.analyses.MEASURES`), and for any figure without its own entry
+        in ``figure_measures``.
     primary : str
         Measure of the RDM of RDMs (figures 3, 5, 6) and of the findings.
     rdm_method : str
         First-order RDM for ``rsa``: "correlation" (the paper's 2021 code),
         "euclidean" (the paper's text; rsatoolbox's squared / n units) or "cosine".
+    figure_measures : dict of {str: tuple of str}
+        Measures of single figures, overriding ``measures``; default figure 2 with
+        ``rsa`` and ``cka_rbf``, as the paper's ``mnist.py``.
+    figure_rdm_method : dict of {str: str}
+        First-order RDM of single figures, overriding ``rdm_method``; default figure 2
+        ``euclidean``, as the paper's ``mnist.py``.
     mds_mode : str
         "paper" (min-max scaled rows, as the paper's code) or "precomputed".
     meta_gap : int
-        Meta-training steps for figure 1b and F2 (the paper: 1000); the nearest
-        multiple of the checkpoint spacing is used.
+        Meta-training steps of F2 (the paper: 1000), tested between saved checkpoints
+        exactly this far apart after the plateau, and scaled to the run's length
+        (:func:`repscope.analyses.findings.assess`). Figure 1b compares consecutive
+        checkpoints.
+    fig1b_gap : int or None
+        Figure 1b compares consecutive checkpoints (None) or every pair of saved
+        checkpoints exactly this many steps apart (for records whose checkpoints are
+        not evenly spaced, such as the ``medium`` preset's).
+    band : str
+        Error band of figures 1a and 1b: "std" (+- 1 std over tasks, the published
+        figure) or "sem" (+- 1.96 SEM).
+    ci_unit : str
+        Independent units of the findings' CIs: "disjoint" (tasks with pairwise
+        disjoint characters) or "task" (every task, as if independent).
     fig3_checkpoints, fig3_tasks : int
         Sizes of the figure 3 selection; inner steps ``fig3_inner_steps``.
     n_boot, seed : int
@@ -77,7 +102,12 @@ class AnalysisConfig:
     primary: str = "rsa"
     rdm_method: str = "correlation"
     mds_mode: str = "paper"
+    figure_measures: dict = dataclasses.field(default_factory=lambda: {"2": ("rsa", "cka_rbf")})
+    figure_rdm_method: dict = dataclasses.field(default_factory=lambda: {"2": "euclidean"})
     meta_gap: int = 1000
+    fig1b_gap: int | None = None
+    band: str = "std"
+    ci_unit: str = "disjoint"
     fig3_checkpoints: int = 5
     fig3_tasks: int = 4
     fig3_inner_steps: tuple = (0, 1, 5, 10)
@@ -125,15 +155,37 @@ class AnalysisConfig:
                 _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
             if dev.type == "cuda" and not torch.cuda.is_available():
                 _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
+        self.figure_measures = {str(k): tuple(v) for k, v in dict(self.figure_measures).items()}
+        self.figure_rdm_method = {str(k): v for k, v in dict(self.figure_rdm_method).items()}
+        bad = sorted(k for k in {*self.figure_measures, *self.figure_rdm_method} if k not in FIGURES)
+        if bad:
+            _refuse("figure_measures/figure_rdm_method", bad, f"figures among {list(FIGURES)}")
+        for fig, names in self.figure_measures.items():
+            for m in names:
+                try:
+                    get_measure(m)
+                except AnalysisError as err:
+                    raise AnalysisError(f"{_option('figure_measures')} of figure {fig}: {err}") from None
+        for fig, method in self.figure_rdm_method.items():
+            if method not in RDM_METHODS:
+                _refuse("figure_rdm_method", f"{fig}={method}", f"FIG=METHOD with a method among {sorted(RDM_METHODS)}")
+        if self.band not in BANDS:
+            _refuse("band", self.band, f"one of {list(BANDS)}")
+        if self.ci_unit not in CI_UNITS:
+            _refuse("ci_unit", self.ci_unit, f"one of {list(CI_UNITS)}")
+        if self.fig1b_gap is not None and not _whole(self.fig1b_gap, 1):
+            _refuse("fig1b_gap", self.fig1b_gap, "None or a whole number >= 1")
 
-    def options(self, measure: str) -> dict:
-        """Options passed to :func:`repscope.analyses.compare` for ``measure``."""
+    def options(self, measure: str, figure: str | None = None) -> dict:
+        """Options passed to :func:`repscope.analyses.compare` for ``measure`` (in ``figure``)."""
         allowed = get_measure(measure).defaults
-        opts = {"rdm_method": self.rdm_method, "device": self.device}
+        opts = {"rdm_method": self.figure_rdm_method.get(str(figure), self.rdm_method), "device": self.device}
         return {k: v for k, v in opts.items() if k in allowed and v is not None}
 
-    def spec(self) -> dict:
-        return {m: self.options(m) for m in self.measures}
+    def spec(self, figure: str | None = None) -> dict:
+        """``{measure: options}`` of ``figure`` (default: the general ``measures``)."""
+        names = self.figure_measures.get(str(figure), self.measures)
+        return {m: self.options(m, figure) for m in names}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -168,7 +220,7 @@ def record_kind(ds: xr.Dataset) -> str:
 
 
 _CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "n_boot", "seed", "device",
-               "formats"}  # the fields python analyses/layer_similarity.py sets from its options
+               "formats", "figure_measures", "figure_rdm_method", "fig1b_gap", "band", "ci_unit"}  # the fields python analyses/layer_similarity.py sets from its options
 
 
 def _option(field: str) -> str:
@@ -220,21 +272,6 @@ def is_miniimagenet(ds: xr.Dataset) -> bool:
                for v in _find_key(cfg, "dataset"))
 
 
-def choose_lag(checkpoints, gap: int) -> int:
-    """Number of checkpoints closest to ``gap`` training steps (at least 1).
-
-    Examples
-    --------
-    >>> choose_lag([0, 100, 200, 300, 400], 1000), choose_lag(range(0, 5000, 1000), 1000)
-    (4, 1)
-    """
-    ck = np.asarray(list(checkpoints))
-    if len(ck) < 2:
-        raise AnalysisError(f"Need at least 2 checkpoints for a meta-training gap; got {ck.tolist()}")
-    step = float(np.median(np.diff(ck)))
-    return int(np.clip(round(gap / step), 1, len(ck) - 1))
-
-
 def _provenance(res, ds: xr.Dataset, cfg: AnalysisConfig, source: str):
     res.attrs.update({"analysis_config": cfg.to_json(), "source": source,
                       "run_config": ds.attrs.get("config", "{}"),
@@ -262,7 +299,17 @@ def check_record(ds: xr.Dataset) -> None:
     repscope.analyses.errors.AnalysisError: 'head' has non-finite values in 1 cell(s): checkpoint=500, task=0, inner_step=1 (all NaN). ...
     """
     for layer in fd.layer_names(ds):
-        to_cells(ds[layer], allow_missing=False)
+        da = ds[layer]
+        if is_lazy(da):  # a record larger than memory: checked one chunk at a time
+            features_by_chunk(_checked, da, (STIMULUS, unit_dim(da)))
+        else:
+            to_cells(da, allow_missing=False)
+
+
+def _checked(da: xr.DataArray) -> xr.DataArray:
+    """:func:`check_record`'s check of one in-memory chunk; returns one value per cell."""
+    to_cells(da, allow_missing=False)
+    return da.isel({STIMULUS: 0, unit_dim(da): 0}, drop=True)
 
 
 def _rdm_figure(ds, cfg, layers, sel):
@@ -281,15 +328,15 @@ def _save_figure(res: xr.Dataset, figure: str, ds, cfg: AnalysisConfig, out: Pat
 def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figures 1a, 1b, 3 (or 6 for Mini-ImageNet), 4, 5 of one meta-learning record.
 
-    Figure 1b compares consecutive checkpoints; F2 uses the checkpoint gap nearest
-    ``cfg.meta_gap`` steps, saved as ``f2_meta_change.nc`` when that is not one
-    checkpoint. Figure 1b needs two checkpoints and figure 4 the ``accuracy`` variable;
-    each is left out when the record lacks it.
+    Figure 1b compares consecutive checkpoints (F2 picks its own pairs, exactly
+    ``cfg.meta_gap`` steps apart, in :func:`summarize`). Figure 1b needs two
+    checkpoints and figure 4 the ``accuracy`` variable; each is left out when the
+    record lacks it.
 
     Returns
     -------
     dict
-        ``{"inner": Dataset, "meta": Dataset, "meta_gap": Dataset, "files": [Path, ...]}``.
+        ``{"inner": Dataset, "meta": Dataset, "files": [Path, ...]}``.
     """
     out = Path(out)
     check_record(ds)
@@ -298,18 +345,17 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
     results, files = {}, []
 
     bar.set_postfix_str("fig1a")
-    results["inner"] = fd.inner_loop_change(ds, cfg.spec())
+    results["inner"] = fd.inner_loop_change(ds, cfg.spec("1a")).assign_attrs(band=cfg.band)
     files += _save_figure(results["inner"], "1a", ds, cfg, out, source)
     bar.update()
 
     bar.set_postfix_str("fig1b")
     if ds.sizes["checkpoint"] >= 2:
-        results["meta"] = results["meta_gap"] = fd.meta_change(ds, cfg.spec(), lag=1)
-        lag = choose_lag(ds["checkpoint"].values, cfg.meta_gap)
-        if lag != 1:  # F2 compares with the gap nearest meta_gap steps
-            gap = _provenance(fd.meta_change(ds, cfg.spec(), lag=lag), ds, cfg, source)
-            files.append(save_netcdf(gap, out / "f2_meta_change.nc"))
-            results["meta_gap"] = gap
+        pairs = None if cfg.fig1b_gap is None else gap_pairs(ds["checkpoint"].values, cfg.fig1b_gap)
+        if pairs == []:
+            raise AnalysisError(f"fig1b_gap {cfg.fig1b_gap}: no two saved checkpoints are that far apart; "
+                                f"checkpoints: {ds['checkpoint'].values.tolist()}")
+        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1, pairs=pairs).assign_attrs(band=cfg.band)
         files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
     bar.update()
 
@@ -324,7 +370,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 
     bar.set_postfix_str("fig4")
     if "accuracy" in ds:
-        files += _save_figure(fd.accuracy_curves(ds), "4", ds, cfg, out, source)
+        files += _save_figure(fd.accuracy_curves(ds, tasks=sel["task"]), "4", ds, cfg, out, source)
     bar.update()
     bar.close()
     results["files"] = files
@@ -334,7 +380,7 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
 def analyse_supervised(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "") -> dict:
     """Figure 2 of the supervised control record."""
     check_record(ds)
-    res = fd.training_change(ds, cfg.spec())
+    res = fd.training_change(ds, cfg.spec("2"))
     return {"supervised": res, "files": _save_figure(res, "2", ds, cfg, Path(out), source)}
 
 
@@ -367,20 +413,23 @@ def redraw(folder: Path) -> list[Path]:
     return written
 
 
-def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: AnalysisConfig) -> str:
-    """Markdown findings for each analysed meta-learning run (F1-F3, primary and others)."""
+def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: AnalysisConfig,
+              records: dict[str, xr.Dataset] | None = None) -> str:
+    """Markdown findings for each analysed meta-learning run (F1-F3, every measure)."""
     parts = [f"Analysis settings: `{cfg.to_json()}`\n"]
     if not maml and supervised is not None:
         for m in cfg.measures:
-            f1 = finding_f1(None, supervised[m], n_boot=cfg.n_boot, seed=cfg.seed)
-            parts.append(findings_markdown(f1, None, None, measure=m, title=f"Findings: supervised control, {m}"))
+            s = supervised_depth_order(supervised[m]) if m in supervised else None
+            if s is None:
+                continue
+            parts.append(f"# Findings: supervised control, {m}\n\nF1 (descriptive, one network): "
+                         f"rho > 0 and `{s['late']}` > `{s['early']}` at {s['holds']} after step 0.\n")
     for name, res in maml.items():
         for m in cfg.measures:
-            inner = res["inner"][m]
             sup = supervised[m] if supervised is not None and m in supervised else None
-            f1 = finding_f1(inner, sup, n_boot=cfg.n_boot, seed=cfg.seed)
-            f2 = (finding_f2(inner, res["meta_gap"][m], n_boot=cfg.n_boot, seed=cfg.seed)
-                  if "meta_gap" in res else None)
-            f3 = finding_f3(inner, n_boot=cfg.n_boot, seed=cfg.seed)
-            parts.append(findings_markdown(f1, f2, f3, measure=m, title=f"Findings: {name}, {m}"))
+            result = assess(records[name], m, cfg.options(m), meta_gap=cfg.meta_gap, ci_unit=cfg.ci_unit,
+                            inner=res["inner"][m] if m in res["inner"] else None, supervised=sup,
+                            n_boot=cfg.n_boot, seed=cfg.seed)
+            parts.append(findings_markdown(result, title=f"Findings: {name}, {m}"))
     return "\n".join(parts)
+

@@ -12,7 +12,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from repscope.analyses.errors import AnalysisError
-from repscope.analyses.uncertainty import mean_band
+from repscope.analyses.uncertainty import BANDS, mean_band
 
 __all__ = ["plot_inner_loop_change", "plot_meta_change", "plot_training_change",
            "plot_rdm_of_rdms", "plot_accuracy"]
@@ -29,8 +29,18 @@ def _measures(res: xr.Dataset) -> list[str]:
     return names
 
 
+_BAND_TEXT = {"std": "+- 1 std over tasks", "sem": "+- 1.96 SEM over tasks"}
+
+
+def _band_kind(res: xr.Dataset, band: str | None) -> str:
+    band = band if band is not None else res.attrs.get("band", "std")
+    if band not in BANDS:
+        raise AnalysisError(f"Unknown band {band!r}. Expected one of {list(BANDS)}")
+    return band
+
+
 def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "linear",
-               as_change: bool = False):
+               as_change: bool = False, band: str = "std"):
     names = _measures(res)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
@@ -42,9 +52,9 @@ def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "
             d = da.sel(layer=layer)
             xs = d[x].values
             if "task" in d.dims and d.sizes["task"] > 1:
-                band = mean_band(d, "task")
-                line, = ax.plot(xs, band["mean"], marker=".", label=str(layer))
-                ax.fill_between(xs, band["lower"], band["upper"], alpha=0.2, color=line.get_color())
+                b = mean_band(d, "task", kind=band)
+                line, = ax.plot(xs, b["mean"], marker=".", label=str(layer))
+                ax.fill_between(xs, b["lower"], b["upper"], alpha=0.2, color=line.get_color())
             else:
                 d = d.squeeze(drop=True) if "task" in d.dims else d
                 ax.plot(xs, d.values, marker=".", label=str(layer))
@@ -61,8 +71,9 @@ def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "
     return axes
 
 
-def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None) -> Figure:
-    """Figure 1a: before vs after the inner loop, mean over tasks +- 1.96 SEM.
+def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None,
+                           band: str | None = None) -> Figure:
+    """Figure 1a: before vs after the inner loop, mean over tasks with an error band.
 
     Parameters
     ----------
@@ -71,6 +82,9 @@ def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None) -> Fi
         task[, inner_step]).
     inner_step : int, optional
         The "after" step when ``res`` holds several (default: the last).
+    band : {"std", "sem"}, optional
+        +- 1 std over tasks (the published figure) or +- 1.96 SEM; default the
+        result's ``band`` attr, else ``std``. The title says which.
 
     Examples
     --------
@@ -84,12 +98,14 @@ def plot_inner_loop_change(res: xr.Dataset, inner_step: int | None = None) -> Fi
         res = res.sel(inner_step=inner_step)
     fig = Figure(figsize=(5 * len(_measures(res)), 4), layout="constrained")
     after = inner_step if inner_step is not None else res.attrs.get("after", "last")
+    band = _band_kind(res, band)
     _band_axes(fig, res, "checkpoint",
-               f"Fig. 1a: inner step {res.attrs.get('before', 0)} vs {after} (mean over tasks, 1.96 SEM)")
+               f"Fig. 1a: inner step {res.attrs.get('before', 0)} vs {after} (mean, {_BAND_TEXT[band]})",
+               band=band)
     return fig
 
 
-def plot_meta_change(res: xr.Dataset, yscale: str = "symlog") -> Figure:
+def plot_meta_change(res: xr.Dataset, yscale: str = "symlog", band: str | None = None) -> Figure:
     """Figure 1b: inner_step-0 representation at checkpoint t vs the previous one.
 
     On a log or symlog axis, similarity measures are shown as ``1 - similarity``.
@@ -99,15 +115,25 @@ def plot_meta_change(res: xr.Dataset, yscale: str = "symlog") -> Figure:
     res : xarray.Dataset
         From :func:`repscope.analyses.figure_data.meta_change`.
     yscale : {"symlog", "log", "linear"}
+    band : {"std", "sem"}, optional
+        As :func:`plot_inner_loop_change`.
+
+    Examples
+    --------
+    >>> r = xr.Dataset({"rsa": (("layer", "checkpoint", "task"), np.full((1, 2, 3), 0.1))},
+    ...                coords={"layer": ["a"], "checkpoint": [50, 100], "previous": ("checkpoint", [0, 50])})
+    >>> plot_meta_change(r)._suptitle.get_text()
+    'Fig. 1b: checkpoint t vs the previous one (median gap 50 steps, inner step 0; mean, +- 1 std over tasks)'
     """
     if yscale not in ("symlog", "log", "linear"):
         raise AnalysisError(f"Unknown yscale {yscale!r}. Expected one of ['linear', 'log', 'symlog']")
     fig = Figure(figsize=(5 * len(_measures(res)), 4), layout="constrained")
     prev = res["previous"].values if "previous" in res.coords else None
     gap = int(np.median(res["checkpoint"].values - prev)) if prev is not None and len(prev) else "?"
+    band = _band_kind(res, band)
     _band_axes(fig, res, "checkpoint",
-               f"Fig. 1b: checkpoint t vs the previous one (median gap {gap} steps, inner step 0)", yscale,
-               as_change=yscale != "linear")
+               f"Fig. 1b: checkpoint t vs the previous one (median gap {gap} steps, inner step 0; "
+               f"mean, {_BAND_TEXT[band]})", yscale, as_change=yscale != "linear", band=band)
     return fig
 
 
@@ -171,11 +197,12 @@ def plot_accuracy(acc: xr.Dataset) -> Figure:
     for t in acc["task"].values:
         ax.plot(xs, acc["accuracy"].sel(task=t), lw=1, alpha=0.7, label=f"task {t}")
     if "eval_mean" in acc:
+        steps = acc.attrs.get("eval_inner_steps", "?")
         ax.plot(xs, acc["eval_mean"], color="k", lw=2,
-                label=f"mean over {int(acc['eval_count'].max())} eval tasks")
+                label=f"mean over {int(acc['eval_count'].max())} held-out tasks ({steps} inner steps)")
         ax.fill_between(xs, acc["eval_lower"], acc["eval_upper"], color="k", alpha=0.2, label="95% CI")
     ax.set_xlabel("meta-training step")
-    ax.set_ylabel(f"accuracy after {acc.attrs.get('inner_step', '?')} inner steps")
+    ax.set_ylabel(f"accuracy (tasks: after {acc.attrs.get('inner_step', '?')} inner steps)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     fig.suptitle("Fig. 4: accuracy over meta-training")

@@ -6,7 +6,11 @@ import xarray as xr
 
 from repscope.analyses.errors import AnalysisError
 
-__all__ = ["mean_band", "bootstrap_ci", "check_n_boot"]
+__all__ = ["mean_band", "bootstrap_ci", "check_n_boot", "BANDS"]
+
+#: Error bands of :func:`mean_band`, ``std`` (+- 1 standard deviation over tasks, the
+#: published figures) and ``sem`` (+- z standard errors, the paper's later code).
+BANDS = ("std", "sem")
 
 
 def _check_dim(da: xr.DataArray, dim: str) -> None:
@@ -37,11 +41,13 @@ def check_n_boot(n_boot, level: float = 0.95) -> None:
                             f"{minimum} resamples (each tail must hold one); got {n_boot!r}. The default is 2000")
 
 
-def mean_band(da: xr.DataArray, dim: str = "task", z: float = 1.96) -> xr.Dataset:
-    """Mean with a ``mean +- z * SEM`` band over ``dim`` (the paper's 1.96 SEM).
+def mean_band(da: xr.DataArray, dim: str = "task", z: float = 1.96, kind: str = "sem") -> xr.Dataset:
+    """Mean with a ``mean +- z * SEM`` band (``kind="sem"``) or a ``mean +- 1 std``
+    band (``kind="std"``, as the published figure 1 drew it) over ``dim``.
 
     NaN entries (missing) are skipped; SEM uses the sample standard deviation
-    (``ddof=1``) and is NaN where fewer than two values exist.
+    (``ddof=1``) and is NaN where fewer than two values exist; ``std`` is numpy's
+    default population standard deviation (``ddof=0``), as the paper's code.
 
     Returns
     -------
@@ -54,15 +60,21 @@ def mean_band(da: xr.DataArray, dim: str = "task", z: float = 1.96) -> xr.Datase
     >>> b = mean_band(da)
     >>> float(b["mean"][0]), float(b["sem"][0])
     (2.0, 1.0)
+    >>> float(mean_band(da, kind="std")["upper"][0])
+    3.0
     """
     _check_dim(da, dim)
+    if kind not in BANDS:
+        raise AnalysisError(f"Unknown band {kind!r}. Expected one of {list(BANDS)}")
     count = da.count(dim)
     mean = da.mean(dim)
     sem = da.std(dim, ddof=1) / np.sqrt(count)
     sem = sem.where(count >= 2)
-    return xr.Dataset({"mean": mean, "sem": sem, "lower": mean - z * sem,
-                       "upper": mean + z * sem, "count": count},
-                      attrs={"band": f"mean +- {z} SEM over {dim}", "z": z})
+    half, text = (z * sem, f"mean +- {z} SEM over {dim}") if kind == "sem" else (
+        da.std(dim, ddof=0), f"mean +- 1 std over {dim}")
+    return xr.Dataset({"mean": mean, "sem": sem, "lower": mean - half,
+                       "upper": mean + half, "count": count},
+                      attrs={"band": text, "z": z, "kind": kind})
 
 
 def bootstrap_ci(da: xr.DataArray, dim: str = "task", n_boot: int = 2000,

@@ -93,6 +93,66 @@ def make_record(data_root: Path, checkpoints=(0, 1000, 2000, 3000), n_tasks: int
     return ds
 
 
+CLAIM_LAYERS = ("conv1", "conv2", "conv3", "head")
+CLAIM_WIDTHS = (40, 30, 20, 5)
+
+
+def make_claims_record(data_root, *, checkpoints=tuple(range(0, 3001, 250)), n_tasks=6,
+                       inner_steps=(0, 1, 5, 10), inner_scale=(0.05, 0.2, 0.5, 1.5),
+                       meta_per_1000=0.02, step_profile="first", plateau_at=1500,
+                       n_test=None, meta_inner_steps=5, run_steps=None, seed=0) -> xr.Dataset:
+    """A record whose F1/F2/F3 truths are set by the arguments.
+
+    Each "layer" is its own random projection + ReLU of the pixels, so a layer's
+    representation moves exactly as its own weights do (no change flows downstream).
+
+    ``inner_scale``: per-layer size of the inner-loop weight change (increasing: F1
+    true). ``meta_per_1000``: weight drift of every layer per 1000 meta-steps, along a
+    fixed direction (small against ``inner_scale``: F2 true). ``step_profile``:
+    "first" puts 90% of the change in step 1 (F3 true), "linear" spreads it evenly
+    over 10 steps (F3 false). ``plateau_at``: the held-out accuracy rises linearly
+    until that step and is flat after it (None: rising to the end).
+    """
+    x, labels = mnist(data_root, 20)
+    rng = np.random.default_rng(seed)
+    base = [rng.normal(size=(784, o)) / np.sqrt(784) for o in CLAIM_WIDTHS]
+    meta_dir = [rng.normal(size=w.shape) / np.sqrt(w.shape[0]) for w in base]
+    task_dir = [[rng.normal(size=w.shape) / np.sqrt(w.shape[0]) for w in base] for _ in range(n_tasks)]
+    amount = {"first": lambda k: 1 - 0.1 ** k, "linear": lambda k: min(k, 10) / 10}[step_profile]
+    data = {n: np.zeros((len(checkpoints), n_tasks, len(inner_steps), 20, w)) for n, w in zip(CLAIM_LAYERS, CLAIM_WIDTHS)}
+    for c, step in enumerate(checkpoints):
+        meta = [b + meta_per_1000 * step / 1000 * d for b, d in zip(base, meta_dir)]
+        for t in range(n_tasks):
+            for k, s in enumerate(inner_steps):
+                ws = [m + amount(s) * sc * d for m, sc, d in zip(meta, inner_scale, task_dir[t])]
+                for name, w in zip(CLAIM_LAYERS, ws):  # each "layer" reads the pixels: no coupling
+                    h = x @ w
+                    data[name][c, t, k] = h if name == "head" else np.maximum(h, 0)
+    ck = np.asarray(checkpoints, np.int64)
+    ds = xr.Dataset(coords={
+        "checkpoint": ck, "task": np.arange(n_tasks, dtype=np.int64),
+        "inner_step": np.asarray(inner_steps, np.int64), "stimulus": np.arange(20, dtype=np.int64),
+        "label": ("stimulus", labels),
+        "image_id": ("stimulus", np.array([f"mnist/t10k/{i}" for i in range(20)], dtype=object)),
+        "role": ("stimulus", np.array(["probe"] * 20, dtype=object))})
+    for name, w in zip(CLAIM_LAYERS, CLAIM_WIDTHS):
+        ds[name] = (("checkpoint", "task", "inner_step", "stimulus", f"unit_{name}"), data[name],
+                    {"module_path": name, "module_type": "Linear", "feature_shape": [w],
+                     "reduction": "none", "role": "layer"})
+    level = np.minimum(ck, plateau_at if plateau_at is not None else ck.max() * 10) / ck.max()
+    ev = 0.1 + 0.6 * level[:, None] + rng.normal(0, 0.05, (len(ck), 200))
+    ds = ds.assign_coords(eval_task=np.arange(200, dtype=np.int64))
+    ds["eval_accuracy"] = (("checkpoint", "eval_task"), ev, {"role": "metric", "inner_steps": 5})
+    ds["accuracy"] = (("checkpoint", "task", "inner_step"),
+                      np.repeat(ev[:, :n_tasks, None], len(inner_steps), 2), {"role": "metric"})
+    run = {"inner_steps": meta_inner_steps, "steps": run_steps or int(ck.max()), "n_way": 20,
+           "n_test": n_test if n_test is not None else 20 * n_tasks}
+    ds.attrs = {"schema_version": 1, "layers": json.dumps(list(CLAIM_LAYERS)),
+                "config": json.dumps({"kind": "maml", "run": run, "record": {"tasks": n_tasks}}),
+                "versions": json.dumps({"numpy": np.__version__}), "created": "2026-01-01T00:00:00Z"}
+    return ds
+
+
 def make_supervised(data_root: Path, steps=tuple(range(0, 45, 5)), n_stimuli: int = 40) -> xr.Dataset:
     """The MNIST control: checkpoint = training step, one task, inner_step 0."""
     ds = make_record(data_root, checkpoints=steps, n_tasks=1, inner_steps=(0,), n_stimuli=n_stimuli,
@@ -125,3 +185,11 @@ def test_supervised_record_follows_the_schema(data_root):
 
     ds = probes.validate(make_supervised(data_root))
     assert ds.sizes["task"] == 1 and ds.sizes["inner_step"] == 1
+
+
+def test_claims_record_follows_the_schema(data_root, tmp_path):
+    from repscope import probes
+
+    ds = probes.validate(make_claims_record(data_root, checkpoints=(0, 250, 500), n_tasks=5))
+    back = probes.open_run(write_run(ds, tmp_path / "activations"))
+    np.testing.assert_allclose(back["conv3"].values, ds["conv3"].values)

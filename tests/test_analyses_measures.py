@@ -1,5 +1,4 @@
 """Measure registry, error bars, MDS modes and findings against references."""
-import json
 
 import repscope.analyses.measures
 
@@ -10,9 +9,7 @@ from scipy.stats import sem
 from sklearn.manifold import MDS
 
 from repscope.analyses import AnalysisError, MEASURES, bootstrap_ci, compare, compare_all, get_measure, mean_band
-from repscope.analyses.findings import finding_f1, finding_f2, finding_f3, findings_markdown
 from repscope.analyses.mds import _mds, mds_embedding
-from repscope.analyses.pipeline import choose_lag
 from test_analyses_data import mnist
 
 
@@ -96,60 +93,6 @@ def test_paper_mds_mode_is_mds_on_min_max_scaled_rows():
     assert isinstance(_mds(True, 0), MDS)
     with pytest.raises(AnalysisError, match="Unknown MDS mode"):
         mds_embedding(rdm, "tsne")
-
-
-def test_choose_lag_picks_the_gap_nearest_1000_steps():
-    assert choose_lag([0, 100, 200, 300], 1000) == 3
-    assert choose_lag(range(0, 60000, 1000), 1000) == 1
-    assert choose_lag([0, 400, 800, 1200, 1600], 1000) == 2
-
-
-def _results():
-    """Results with known structure: 2 layers, 3 checkpoints, 5 tasks, steps 0/1/5."""
-    rng = np.random.default_rng(0)
-    noise = rng.uniform(0, 0.01, (2, 3, 5, 3))
-    base = np.array([0.1, 0.5])[:, None, None, None] * np.array([0, 0.8, 1.0]) + noise
-    base[..., 0] = 0
-    inner = xr.DataArray(base, dims=("layer", "checkpoint", "task", "inner_step"),
-                         coords={"layer": ["conv1", "conv4"], "checkpoint": [0, 1000, 2000],
-                                 "task": np.arange(5), "inner_step": [0, 1, 5]},
-                         attrs={"direction": "dissimilarity"})
-    meta = xr.DataArray(rng.uniform(0, 0.01, (2, 2, 5)), dims=("layer", "checkpoint", "task"),
-                        coords={"layer": ["conv1", "conv4"], "checkpoint": [1000, 2000], "task": np.arange(5),
-                                "previous": ("checkpoint", [0, 1000])},
-                        attrs={"direction": "dissimilarity"})
-    return inner, meta
-
-
-def test_findings_compute_the_claims_with_cis():
-    inner, meta = _results()
-    f1 = finding_f1(inner, n_boot=500)
-    assert f1["verdict"] == "supported" and f1["early"] == "conv1" and f1["late"] == "conv4"
-    row = f1["per_checkpoint"][1]
-    assert row["lower"] <= row["mean"] <= row["upper"]
-    assert row["mean"] == pytest.approx(float((inner.sel(layer="conv4") - inner.sel(layer="conv1"))
-                                              .sel(checkpoint=1000, inner_step=5).mean()))
-    f2 = finding_f2(inner, meta, n_boot=500)
-    assert f2["gap_steps"] == 1000 and f2["verdict"] == "supported"
-    f3 = finding_f3(inner, n_boot=500)
-    assert f3["verdict"] == "supported"
-    assert f3["per_layer"][1]["mean"] == pytest.approx(0.8, abs=0.02)
-    # reversed layer roles: F1 must then fail
-    flipped = inner.assign_coords(layer=["conv4", "conv1"]).sortby("layer")
-    assert finding_f1(flipped, n_boot=200)["verdict"] == "not supported"
-    text = findings_markdown(f1, f2, f3, measure="rsa")
-    assert "## F1" in text and "## F2" in text and "## F3" in text
-    assert f"{f3['per_layer'][1]['mean']:.4g} [" in text
-
-
-def test_similarity_results_count_change_as_one_minus_similarity():
-    inner, meta = _results()
-    sim = (1 - inner).assign_attrs(direction="similarity")
-    assert finding_f3(sim, n_boot=200)["per_layer"][1]["mean"] == pytest.approx(
-        finding_f3(inner, n_boot=200)["per_layer"][1]["mean"])
-    with pytest.raises(AnalysisError, match="direction"):
-        finding_f3(inner.assign_attrs(direction=None), n_boot=10)
-    json.dumps(finding_f2(inner, meta, n_boot=50))  # plain, serialisable numbers
 
 
 def test_large_inputs_are_reduced_a_slice_at_a_time(layers, monkeypatch):

@@ -28,14 +28,9 @@ GUIDES = ("wrapping.rst", "data_format.rst")
 # issue asks for a runnable example on every one; this list may only shrink (a new
 # public name without an example fails ``test_public_api_has_runnable_examples``).
 KNOWN_WITHOUT_EXAMPLES = frozenset({
-    "repscope.analyses.figure_data.accuracy_curves",
     "repscope.analyses.figure_data.inner_loop_change",
-    "repscope.analyses.figure_data.meta_change",
     "repscope.analyses.figure_data.rdm_of_rdms",
     "repscope.analyses.figure_data.training_change",
-    "repscope.analyses.findings.finding_f1",
-    "repscope.analyses.findings.finding_f2",
-    "repscope.analyses.findings.finding_f3",
     "repscope.analyses.layer_similarity.main",
     "repscope.analyses.measures.Measure",
     "repscope.analyses.pipeline.AnalysisConfig",
@@ -44,7 +39,6 @@ KNOWN_WITHOUT_EXAMPLES = frozenset({
     "repscope.analyses.pipeline.redraw",
     "repscope.analyses.pipeline.summarize",
     "repscope.analyses.plots.plot_accuracy",
-    "repscope.analyses.plots.plot_meta_change",
     "repscope.analyses.plots.plot_rdm_of_rdms",
     "repscope.analyses.plots.plot_training_change",
     "repscope.analyses.saving.load_netcdf",

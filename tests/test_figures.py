@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 import repscope.analyses.measures
-from repscope.analyses import AnalysisConfig, analyse_maml, analyse_supervised, redraw
+from repscope.analyses import AnalysisConfig, AnalysisError, analyse_maml, analyse_supervised, redraw
 from repscope.analyses import figure_data as fd
 from repscope.analyses.mds import mds_embedding
 from repscope.analyses.pipeline import draw
@@ -41,12 +41,11 @@ def test_figure_values_against_direct_computation(record, saved):
     r0, r1 = (1 - np.corrcoef(v)[np.triu_indices(len(v), 1)] for v in (x0, x1))
     assert float(inner["rsa"].sel(layer="head", checkpoint=1000, task=2, inner_step=10)) == pytest.approx(
         1 - spearmanr(r0, r1).statistic, abs=1e-10)
-    # 1b: consecutive checkpoints; F2: the gap nearest 1000 steps (every 500 -> lag 2)
+    # 1b: consecutive checkpoints (F2 picks its own pairs in the findings, nothing saved here)
     assert maml["meta"]["previous"].values.tolist() == [0, 500, 1000]
-    meta = maml["meta_gap"]
-    assert meta["checkpoint"].values.tolist() == [1000, 1500]
-    assert meta["previous"].values.tolist() == [0, 500]
-    xr.testing.assert_allclose(load_netcdf(out / "quick" / "f2_meta_change.nc")["rsa"], meta["rsa"])
+    pairs = fd.meta_change(record, ["rsa"], pairs=[(0, 1000), (500, 1500)])
+    assert pairs["checkpoint"].values.tolist() == [1000, 1500] and pairs["previous"].values.tolist() == [0, 500]
+    assert not (out / "quick" / "f2_meta_change.nc").exists()
 
 
 def test_saved_results_reload_identically_and_redraw_without_recomputing(saved, monkeypatch):
@@ -105,9 +104,33 @@ def test_accuracy_and_meta_change_plots(saved):
     out, maml, _ = saved
     acc = load_netcdf(out / "quick" / "fig4.nc")
     assert acc["accuracy"].dims == ("checkpoint", "task")
+    assert acc.attrs["inner_step"] == 5 and acc["task"].values.tolist() == [0, 1, 2, 3]  # the paper's text
     assert (acc["eval_lower"] < acc["eval_mean"]).all() and (acc["eval_mean"] < acc["eval_upper"]).all()
     fig = plot_meta_change(maml["meta"], yscale="log")
     assert fig.axes[0].get_yscale() == "log"
+
+
+def test_figures_follow_the_papers_settings_unless_told_otherwise(saved, record, tmp_path):
+    out, maml, sup = saved
+    # figure 2 as the paper's mnist.py: Euclidean RDMs and RBF CKA; figures 1a/1b: correlation RDMs
+    assert sorted(sup["supervised"].data_vars) == ["cka_rbf", "rsa"]
+    assert '"rdm_method": "euclidean"' in sup["supervised"]["rsa"].attrs["options"]
+    assert '"rdm_method": "correlation"' in maml["inner"]["rsa"].attrs["options"]
+    # figure 1a: +-1 std over tasks as published, the title says so; SEM on request
+    assert "+- 1 std over tasks" in draw(load_netcdf(out / "quick" / "fig1a.nc"))._suptitle.get_text()
+    cfg = AnalysisConfig(measures=("rsa",), formats=("png",), band="sem",
+                         figure_measures={"1a": ("cka_linear",)}, figure_rdm_method={"2": "cosine"})
+    res = analyse_maml(record.isel(checkpoint=[0, 1]), cfg, tmp_path, "runs/x")
+    assert list(res["inner"].data_vars) == ["cka_linear"] and list(res["meta"].data_vars) == ["rsa"]
+    assert "1.96 SEM" in draw(load_netcdf(tmp_path / "fig1a.nc"))._suptitle.get_text()
+    assert cfg.options("rsa", "2") == {"rdm_method": "cosine"}
+    for bad, msg in (({"band": "ci"}, "band .--band. = 'ci'"), ({"figure_rdm_method": {"2": "l1"}}, "'2=l1'"),
+                     ({"figure_measures": {"7": ("rsa",)}}, r"\['7'\] is not allowed"),
+                     ({"figure_measures": {"2": ("cka",)}}, "of figure 2: Unknown measure 'cka'"),
+                     ({"ci_unit": "alphabet"}, "ci_unit .--ci-unit. = 'alphabet'"),
+                     ({"fig1b_gap": 0}, "fig1b_gap")):
+        with pytest.raises(AnalysisError, match=msg):
+            AnalysisConfig(**bad)
 
 
 def test_supervised_figure_compares_every_step_with_initialisation(saved):
@@ -139,3 +162,12 @@ def test_the_mds_of_figures_3_and_5_uses_the_configured_seed(data_root, tmp_path
         saved = load_netcdf(tmp_path / f"{fig}.nc")
         assert saved["mds"].attrs["seed"] == 7
         xr.testing.assert_allclose(saved["mds"], mds_embedding(saved["rdm_of_rdms"], "paper", seed=7))
+
+
+def test_figure_1b_at_a_fixed_gap_for_unevenly_spaced_checkpoints(record, tmp_path):
+    cfg = AnalysisConfig(measures=("rsa",), formats=("png",), fig1b_gap=1000)
+    res = analyse_maml(record, cfg, tmp_path, "runs/gap")
+    assert res["meta"]["previous"].values.tolist() == [0, 500]
+    assert res["meta"]["checkpoint"].values.tolist() == [1000, 1500]
+    with pytest.raises(AnalysisError, match="fig1b_gap 700"):
+        analyse_maml(record, AnalysisConfig(measures=("rsa",), formats=("png",), fig1b_gap=700), tmp_path, "x")

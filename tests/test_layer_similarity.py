@@ -8,7 +8,7 @@ import pytest
 
 from repscope.analyses import layer_similarity
 from repscope.analyses.saving import load_netcdf
-from test_analyses_data import make_record, make_supervised, write_run
+from test_analyses_data import make_claims_record, make_record, make_supervised, write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py"
 
@@ -16,8 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py
 @pytest.fixture(scope="module")
 def runs(data_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    write_run(make_record(data_root, checkpoints=(0, 1000, 2000), n_tasks=4, inner_steps=(0, 1, 5)),
-              root / "quick" / "activations")
+    write_run(make_claims_record(data_root), root / "quick" / "activations")
     write_run(make_supervised(data_root, steps=(0, 5, 10, 15), n_stimuli=20), root / "mnist" / "activations")
     return root
 
@@ -25,7 +24,7 @@ def runs(data_root, tmp_path_factory):
 def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys):
     out = tmp_path / "results"
     rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--mnist-run", str(runs / "mnist"),
-                                "--results", str(out), "--n-boot", "200"])
+                                "--results", str(out), "--n-boot", "200", "--meta-gap", "250"])
     assert rc == 0
     for name in ("fig1a", "fig1b", "fig3", "fig4", "fig5"):
         for ext in ("png", "pdf", "nc"):
@@ -37,6 +36,8 @@ def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys)
     # numbers with confidence intervals, e.g. "0.6607 [0.5705, 0.7262]"
     assert len(re.findall(r"-?\d+\.\d+(?:e-?\d+)? \[-?\d+\.\d+(?:e-?\d+)?, -?\d+\.\d+(?:e-?\d+)?\]", text)) >= 9
     assert "supervised MNIST control" in text.lower() or "Supervised MNIST control" in text
+    assert "F2 (exact, gap 250 steps): **supported**" in text  # the record is built for the claims
+    assert "scale-relative: 250/60000 of this run's 3000 steps" in text
     assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporaries
     cfg = load_netcdf(out / "quick" / "fig1a.nc").attrs["analysis_config"]
     assert '"rdm_method": "correlation"' in cfg
@@ -76,6 +77,54 @@ def test_option_lists_match_the_registries():
     assert set(layer_similarity.MEASURE_NAMES) == set(MEASURES)
     assert set(layer_similarity.RDM_METHOD_NAMES) == set(RDM_METHODS)
     assert set(layer_similarity.MDS_MODE_NAMES) == set(MDS_MODES)
+    from repscope.analyses.pipeline import FIGURES
+    from repscope.analyses.task_units import CI_UNITS
+    from repscope.analyses.uncertainty import BANDS
+
+    assert set(layer_similarity.BAND_NAMES) == set(BANDS)
+    assert set(layer_similarity.CI_UNIT_NAMES) == set(CI_UNITS)
+    assert set(layer_similarity.FIGURE_NAMES) == set(FIGURES)
+
+
+def test_medium_preset_runs_its_own_stages(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(layer_similarity, "_stage", lambda cmd, what: calls.append(cmd[1:]))
+    monkeypatch.delenv("REPSCOPE_DATA", raising=False)
+    args = layer_similarity._parser().parse_args(["--preset", "medium", "--runs-dir", str(tmp_path)])
+    runs, _ = layer_similarity._train_and_record(args)
+    assert runs == [tmp_path / "medium"]
+    assert calls[0] == ["-m", "repscope.training.maml", "--preset", "medium", "--out", str(tmp_path / "medium")]
+    assert calls[1][calls[1].index("--tasks") + 1] == "5"
+
+
+def test_medium_preset_records_saved_checkpoints_at_the_scaled_gaps():
+    """The analysis preset names checkpoints the training preset saves, pairs at 1000/60000
+    and 10000/60000 of the run after its middle, and as many tasks as disjoint characters allow."""
+    from repscope.analyses.plateau import gap_pairs, scaled_gap
+    from repscope.training.config import checkpoint_steps, get_preset
+
+    cfg = get_preset("medium")
+    assert (cfg.n_way, cfg.k_shot, cfg.inner_steps, cfg.first_order) == (20, 1, 5, False)
+    rec = layer_similarity.PRESETS["medium"]["record"]
+    ck = [int(c) for c in rec[rec.index("--checkpoints") + 1].split(",")]
+    assert set(ck) <= set(checkpoint_steps(cfg)) and ck[-1] == cfg.steps
+    for gap in (scaled_gap(1000, cfg.steps), scaled_gap(10000, cfg.steps)):
+        assert len(gap_pairs(ck, gap, start=cfg.steps // 2)) >= 6
+    tasks = int(rec[rec.index("--tasks") + 1])
+    assert tasks * cfg.n_way <= cfg.n_test  # every analysed task uses its own characters
+    assert len(ck) <= 20  # recording cost: ~12 s per checkpoint on one CPU core
+
+
+def test_per_figure_options_reach_the_analysis(runs, tmp_path, capsys):
+    out = tmp_path / "pf"
+    rc = layer_similarity.main(["--mnist-run", str(runs / "mnist"), "--results", str(out), "--formats", "png",
+                                "--figure-measures", "2=rsa", "--figure-rdm-method", "2=cosine"])
+    assert rc == 0
+    fig2 = load_netcdf(out / "mnist" / "fig2.nc")
+    assert list(fig2.data_vars) == ["rsa"] and "cosine" in fig2["rsa"].attrs["options"]
+    assert layer_similarity.main(["--mnist-run", str(runs / "mnist"), "--results", str(out),
+                                  "--figure-rdm-method", "2:cosine"]) == 2
+    assert "Expected FIG=VALUE" in capsys.readouterr().err
 
 
 def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def test_device_cuda_without_cuda_is_refused_before_writing(tmp_path, capsys, mo
 
 SUPERVISED_BAD = [
     (["--reduce", "bogus"], r"Unknown reduce \(--reduce\) 'bogus'. Expected one of "
-                            r"\['none', 'spatial_mean'\]"),
+                            r"\['paper', 'none', 'spatial_mean'\] or comma-separated LAYER=REDUCTION"),
     (["--threads", "-1"], r"threads \(--threads\) must be an integer >= 0"),
     (["--lr", "inf"], r"lr \(--lr\) must be a finite number > 0, got inf"),
     (["--dtype", "int8"], r"Unknown dtype \(--dtype\) 'int8'"),

@@ -25,6 +25,17 @@ Presets (see :data:`PRESETS`):
     (5 at evaluation), Adam 3e-3 (of ten CPU-sized variants tried for the same time, the
     one that learned fastest), 750 steps, checkpoints at 0, 1, 2, 5, 10, 20, then every
     50 steps.
+``medium``
+    The paper's regime at CPU scale (about 40 minutes for the whole
+    ``python analyses/layer_similarity.py --preset medium`` on 2 idle CPU cores): 20-way
+    1-shot, 5 inner steps in meta-training (10 at evaluation), second order, inner lr
+    0.1 (sum over K), on the small background archives split 120 / 22 / 100
+    characters, so that the 100 held-out characters give 5 analysis tasks with
+    pairwise disjoint characters (independent units for the findings' CIs);
+    meta-batch 4, Adam 3e-3, 1200 meta-steps (4800 tasks; the cost per task is in
+    the benchmark guide, ``bench/bench_task_cost.py``), a checkpoint every 20 steps
+    (1000/60000 of the run, the paper's F2 gap scaled), validation and test tasks
+    rotated as cbfinn/maml evaluates them.
 """
 import dataclasses
 from dataclasses import dataclass, field
@@ -75,6 +86,10 @@ class MAMLConfig:
     n_test: Optional[int] = _f(35, "Omniglot characters in the test split (None: the rest).")
     rotate: bool = _f(True, "Rotate each class of a task by a random multiple of 90 degrees "
                       "during meta-training (Finn et al.'s augmentation).")
+    rotate_eval: bool = _f(False, "Also rotate the classes of validation and test tasks (and the "
+                           "recorded eval tasks) by random multiples of 90 degrees, as cbfinn/maml "
+                           "evaluates Omniglot; needed to compare with published accuracies. "
+                           "Analysis tasks are never rotated.")
     n_way: int = _f(20, "Classes per task (N).")
     k_shot: int = _f(1, "Support examples per class (K).")
     n_query: int = _f(1, "Query examples per class in meta-training.")
@@ -194,10 +209,10 @@ PRESETS = {
         n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=16, inner_steps=5,
         inner_steps_eval=10, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=1e-3,
         steps=60000, checkpoint_every=1000, val_every=1000, val_tasks=600, test_tasks=600,
-        lake_eval=False),
+        lake_eval=False, rotate_eval=True),
     "miniimagenet-5way-1shot": dict(
         dataset="miniimagenet", archives=(), n_train=None, n_val=None, n_test=None,
-        rotate=False, n_way=5, k_shot=1, n_query=15, n_query_eval=15, image_size=84,
+        rotate=False, n_way=5, k_shot=1, n_query=15, n_query_eval=1, image_size=84,
         in_channels=3, n_filters=32, stride=1, pool=True, features="flatten",
         head_init="xavier", meta_batch=4, inner_steps=5, inner_steps_eval=10, inner_lr=0.01,
         inner_loss="sum_over_k", meta_loss="sum_over_k", meta_clip=10.0, meta_lr=1e-3,
@@ -208,6 +223,14 @@ PRESETS = {
         inner_steps_eval=5, inner_lr=0.1, inner_loss="sum_over_k", meta_lr=3e-3,
         steps=750, checkpoint_every=50, val_every=250, val_tasks=100, test_tasks=600,
         lake_eval=True),
+    # When MAMLConfig gains an ``engine`` field (the batched engine of issue 11), set the
+    # fastest CPU engine here; more tasks then fit the same 40 minutes.
+    "medium": dict(
+        archives=SMALL_ARCHIVES, n_train=120, n_val=22, n_test=100, rotate=True, rotate_eval=True,
+        n_way=20, k_shot=1, n_query=1, n_query_eval=1, meta_batch=4, inner_steps=5,
+        inner_steps_eval=10, inner_lr=0.1, inner_loss="sum_over_k", first_order=False,
+        meta_lr=3e-3, steps=1200, checkpoint_every=20, val_every=200, val_tasks=100,
+        test_tasks=600, lake_eval=True),
 }
 
 

@@ -20,10 +20,12 @@ __all__ = ["PUBLISHED", "evaluate_tasks", "summarize", "lake_episodes"]
 PUBLISHED = {
     "finn2017_omniglot_20way_1shot": {"mean": 95.8, "ci95": 0.3,
                                       "what": "Finn et al. 2017, MAML, Omniglot 20-way 1-shot "
-                                              "(standard 1200/423 split, 600 tasks)"},
+                                              "(standard 1200/423 split, 600 test tasks with "
+                                              "rotated classes: rotate_eval)"},
     "finn2017_miniimagenet_5way_1shot": {"mean": 48.70, "ci95": 1.84,
                                          "what": "Finn et al. 2017, MAML, Mini-ImageNet 5-way "
-                                                 "1-shot"},
+                                                 "1-shot (1 query per class in test tasks: "
+                                                 "n_query_eval=1)"},
     "lake2015_human_20way_1shot": {"mean": 95.5, "ci95": None,
                                    "what": "Lake et al. 2015, people, 20-run one-shot "
                                            "classification benchmark"},

@@ -16,8 +16,11 @@ code (see ``docs/dev/contracts.md`` and the user guide):
   for all tasks at one checkpoint: it is the meta-initialised representation;
 * batch norm uses the batch statistics of the probe batch;
 * each task's accuracy on its own query images is stored as ``accuracy``, and the
-  accuracy of ``--eval-tasks`` randomly drawn held-out tasks after the evaluation number
-  of inner steps as ``eval_accuracy`` (Figure 4).
+  accuracy of ``--eval-tasks`` randomly drawn held-out tasks after
+  ``--eval-inner-steps`` inner steps (5, the paper's figure 4) as ``eval_accuracy``;
+  they are rotated like the run's test tasks (``rotate_eval``);
+* the dataset attr ``task_classes`` lists each analysed task's held-out classes, so
+  that analyses can tell which tasks share characters.
 
 One netCDF file per checkpoint goes to ``<run>/activations/`` (written atomically);
 checkpoints already there are skipped, so an interrupted recording resumes where it
@@ -57,6 +60,7 @@ from .inner import adapt
 from .meta import episode_tensors
 from .model import build_model
 from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
+from .reduction import PAPER_REDUCE, parse_reduce
 from .tasks import task_samplers
 
 __all__ = ["RecordConfig", "select_checkpoints", "analysis_tasks", "record_run", "main"]
@@ -78,10 +82,11 @@ class RecordConfig:
     tasks: int = 50
     inner_steps: Sequence[int] = (0, 1, 5, 10)
     eval_tasks: int = 600
+    eval_inner_steps: Optional[int] = 5
     probe_task: int = 0
     probe_index: int = 1
     layers: Sequence[str] = LAYERS
-    reduce: str = "none"
+    reduce: str = PAPER_REDUCE
     dtype: str = "float32"
     compress: bool = False
     device: str = "cpu"
@@ -101,7 +106,10 @@ class RecordConfig:
                                 f"paths among {list(LAYERS)}")
         check_int("tasks", self.tasks, 1)
         check_int("eval_tasks", self.eval_tasks, 0)
+        if self.eval_inner_steps is not None:
+            check_int("eval_inner_steps", self.eval_inner_steps, 0)
         check_int("probe_index", self.probe_index, 0)
+        parse_reduce(self.reduce, self.layers)
         check_choice("dtype", self.dtype, ("float32", "float16"))
         check_device(self.device)
         self.threads = check_threads(self.threads)
@@ -199,7 +207,7 @@ def _probe_set(images, image_ids, task, index: int):
 def make_probe(model, rec: RecordConfig) -> Probe:
     """The :class:`repscope.probes.Probe` that ``rec`` asks for, on ``model``."""
     return Probe(model, layers=list(rec.layers), dtype=rec.dtype,
-                 reduce=None if rec.reduce == "none" else rec.reduce)
+                 reduce=parse_reduce(rec.reduce, rec.layers))
 
 
 def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set, eval_episodes,
@@ -224,13 +232,16 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
                     fmodel(px)
                 acc[0, t, rec.inner_steps.index(k)] = (fmodel(qx).argmax(1) == qy).double().mean().item()
     ds = probe.to_dataset(config=run_config, clear=True)
+    # which held-out classes each task uses: analyses count only tasks with disjoint ones
+    ds.attrs["task_classes"] = json.dumps([[int(c) for c in task.classes] for task in tasks])
     ds["accuracy"] = (("checkpoint", "task", "inner_step"), acc,
                       {"role": "metric", "long_name": "accuracy on the task's own query images"})
     if eval_episodes:
-        final = evaluate_tasks(model, eval_episodes, config, config.inner_steps_eval)[:, -1]
+        k = config.inner_steps_eval if rec.eval_inner_steps is None else rec.eval_inner_steps
+        final = evaluate_tasks(model, eval_episodes, config, k)[:, -1]
         ds = ds.assign_coords(eval_task=np.arange(len(final), dtype=np.int64))
         ds["eval_accuracy"] = (("checkpoint", "eval_task"), final[None],
-                               {"role": "metric", "inner_steps": int(config.inner_steps_eval),
+                               {"role": "metric", "inner_steps": int(k),
                                 "long_name": "accuracy of random held-out tasks"})
     return ds
 
@@ -344,13 +355,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="Inner steps after which to record, comma-separated (default: 0,1,5,10).")
     p.add_argument("--eval-tasks", type=int, default=d.eval_tasks,
                    help="Random held-out tasks whose accuracy is stored as eval_accuracy (default: 600; 0: none).")
+    p.add_argument("--eval-inner-steps", type=int, default=d.eval_inner_steps,
+                   help="Inner steps before the eval tasks' accuracy is read (default: 5, the "
+                        "paper's figure 4; -1: the run's inner_steps_eval).")
     p.add_argument("--probe-task", type=int, default=d.probe_task,
                    help="Task whose classes form the probe set (default: 0).")
     p.add_argument("--probe-index", type=int, default=d.probe_index,
                    help="Example of each class used as probe image (default: 1, the second drawing).")
     p.add_argument("--layers", default=",".join(LAYERS), help="Module paths to record (default: all five).")
-    p.add_argument("--reduce", default="none", choices=["none", "spatial_mean"],
-                   help="Spatial mean of conv maps before storing (default: none).")
+    p.add_argument("--reduce", default=d.reduce,
+                   help="Reduction of recorded maps: 'paper' (default: conv4 after its spatial mean, "
+                        "64 units, the rest in full, as the paper's code), 'none', 'spatial_mean' "
+                        "(every layer) or comma-separated LAYER=REDUCTION entries such as "
+                        "'conv3=spatial_mean,conv4=spatial_mean'.")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="Storage dtype.")
     p.add_argument("--compress", action="store_true", help="zlib-compress the netCDF files.")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device (default: cpu).")
@@ -367,7 +384,9 @@ def main(argv=None) -> int:
     try:
         rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks,
                            inner_steps=args.inner_steps,
-                           eval_tasks=args.eval_tasks, probe_task=args.probe_task,
+                           eval_tasks=args.eval_tasks,
+                           eval_inner_steps=None if args.eval_inner_steps == -1 else args.eval_inner_steps,
+                           probe_task=args.probe_task,
                            probe_index=args.probe_index,
                            layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
                            dtype=args.dtype, compress=args.compress, device=args.device,

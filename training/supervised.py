@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 
 from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from repscope.probes.schema import REDUCTIONS
 from repscope.probes.store import clean_stale_temporaries, remove_recordings, verify_checkpoint
 
 from .checkpoint import atomic_write_text
@@ -46,6 +45,7 @@ from .errors import DataError, TrainingError
 from .model import Conv4
 from .options import (THREADS_HELP, check_choice, check_device, check_int, check_positive,
                       check_threads)
+from .reduction import PAPER_REDUCE, parse_reduce
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
@@ -83,7 +83,9 @@ class SupervisedConfig:
                     "folder, downloadable; else offline).")
     data: Optional[str] = _f(None, f"Data folder laid out like ../shared/data (default: ${DATA_ENV}, "
                              "else the download cache).")
-    reduce: str = _f("none", "Reduction of recorded conv maps: 'none' or 'spatial_mean'.")
+    reduce: str = _f(PAPER_REDUCE, "Reduction of recorded maps: 'paper' (conv4 after its spatial "
+                     "mean, 64 units, the rest in full, as the paper's code), 'none', 'spatial_mean' "
+                     "(every layer) or comma-separated LAYER=REDUCTION entries.")
     dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
     device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
     threads: int = _f(1, THREADS_HELP)
@@ -95,7 +97,7 @@ class SupervisedConfig:
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed, 0)
         check_positive("lr", self.lr)
-        check_choice("reduce", self.reduce, REDUCTIONS)
+        parse_reduce(self.reduce, LAYERS)
         check_choice("dtype", self.dtype, ("float32", "float16"))
         check_device(self.device)
         self.threads = check_threads(self.threads)
@@ -188,7 +190,7 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
     probe_x, probe_y = (t.to(device) for t in data["probe"])
     rng = np.random.default_rng(config.seed)
     order, cursor = rng.permutation(len(train_x)), 0
-    probe = Probe(model, layers=list(LAYERS), reduce=None if config.reduce == "none" else config.reduce,
+    probe = Probe(model, layers=list(LAYERS), reduce=parse_reduce(config.reduce, LAYERS),
                   dtype=config.dtype)
     done = set(existing_checkpoints(out / "activations"))
     for step in sorted(done):

@@ -4,7 +4,8 @@ Seeds: meta-training episodes use ``config.seed``, validation tasks ``seed + 1``
 tasks ``seed + 2``; episode ``i`` of a sampler is a pure function of ``(seed, i)`` (see
 :mod:`repscope.training.data.episodes`), and meta-step ``s`` uses episodes
 ``s*meta_batch .. s*meta_batch + meta_batch - 1``, which makes resumed runs exact.
-Validation and test tasks are held out, unrotated, and the same at every validation.
+Validation and test tasks are held out and the same at every validation; their classes
+are rotated only with ``config.rotate_eval`` (as cbfinn/maml evaluates Omniglot).
 """
 import numpy as np
 
@@ -69,9 +70,9 @@ def task_samplers(config) -> dict:
                                 rotate=config.rotate, seed=config.seed,
                                 image_ids=images["train"][1]),
         "val": EpisodeSampler(images["val"][0], config.n_way, config.k_shot, config.n_query_eval,
-                              rotate=False, seed=config.seed + 1, image_ids=images["val"][1]),
+                              rotate=config.rotate_eval, seed=config.seed + 1, image_ids=images["val"][1]),
         "test": EpisodeSampler(images["test"][0], config.n_way, config.k_shot,
-                               config.n_query_eval, rotate=False, seed=config.seed + 2,
+                               config.n_query_eval, rotate=config.rotate_eval, seed=config.seed + 2,
                                image_ids=images["test"][1]),
     }
 
