@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from repscope.analyses.task_units import task_classes
 from repscope.probes import existing_checkpoints, open_run, write_checkpoint
 
 INNER_STEPS = (0, 1, 5, 10)
@@ -56,6 +57,8 @@ def tile(source: xr.Dataset, step: int, index: int, tasks: int, noise: float,
     src = source.isel(checkpoint=[index])
     pick = np.arange(tasks) % src.sizes["task"]
     one = src.isel(task=pick).assign_coords(checkpoint=[step], task=np.arange(tasks, dtype=np.int64))
+    classes = task_classes(source)  # task t shows the characters of source task t mod 5
+    one.attrs["task_classes"] = json.dumps([classes[t] for t in pick])
     for name in json.loads(source.attrs["layers"]):
         values = one[name].values  # a copy of the source (fancy indexing)
         values += rng.standard_normal(values.shape, dtype=np.float32) * np.float32(noise * values.std())
