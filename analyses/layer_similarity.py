@@ -16,7 +16,7 @@ With no arguments this runs the quick end-to-end path on a fresh machine:
    ``results/findings.md`` (claims F1-F3 with bootstrap CIs).
 
 ``--preset medium`` runs the same stages in the paper's regime (20-way 1-shot, 5 inner
-steps, second order; 1200 meta-steps on the small archives, 5 analysis tasks over
+steps, second order; 2400 meta-steps on the small archives, 5 analysis tasks over
 disjoint characters, 20 recorded checkpoints): about 40 minutes on 2 idle CPU cores.
 
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training CLIs download them.
@@ -77,14 +77,14 @@ def grid_with_partners(steps: int, every: int, gap: int, late_from: int) -> str:
 PRESETS = {
     "quick": {"maml": ["quick"], "record": ["--checkpoints", "all", "--tasks", "8",
                                             "--inner-steps", "0,1,5,10", "--eval-tasks", "100"]},
-    # The training preset "medium" (repscope.training.config): 1200 steps, a checkpoint every
-    # 20 (1000/60000 of the run). Recorded: every 100th step, and in the second half also
-    # the step 20 earlier, so that F2 finds pairs at the scaled gap (20 steps) and the
-    # Figure-3 statement at its scaled gap (200 steps); 5 tasks over disjoint characters.
+    # The training preset "medium" (repscope.training.config): 2400 steps, a checkpoint every
+    # 40 (1000/60000 of the run). Recorded: every 200th step, and in the second half also
+    # the step 40 earlier, so that F2 finds pairs at the scaled gap (40 steps) and the
+    # Figure-3 statement at its scaled gap (400 steps); 5 tasks over disjoint characters.
     "medium": {"maml": ["medium"],
-               "record": ["--checkpoints", grid_with_partners(1200, 100, 20, 600), "--tasks", "5",
+               "record": ["--checkpoints", grid_with_partners(2400, 200, 40, 1200), "--tasks", "5",
                           "--inner-steps", "0,1,5,10", "--eval-tasks", "100"],
-               "analysis": {"fig1b_gap": 100}},
+               "analysis": {"fig1b_gap": 200}},
     "paper": {"maml": ["omniglot-20way-1shot", "miniimagenet-5way-1shot"],
               "record": ["--checkpoints", "every:1000", "--tasks", "50", "--inner-steps", "0,1,5,10"]},
 }
@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(also reported scaled to the run: gap x run steps / 60000)")
     p.add_argument("--fig1b-gap", type=int, default=None,
                    help="fig 1b: compare checkpoints exactly this many steps apart (default: "
-                        "consecutive checkpoints; the medium preset: 100)")
+                        "consecutive checkpoints; the medium preset: 200)")
     p.add_argument("--band", default="std", choices=BAND_NAMES,
                    help="error band of figs 1a/1b: std (+-1 std over tasks, as published) or sem "
                         "(+-1.96 SEM)")
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
 
     try:
         if args.redraw:
-            files = redraw(args.results)
+            files = redraw(args.results, tuple(f.strip() for f in args.formats.split(",") if f.strip()))
             print(f"[layer_similarity] redrew {len(files)} files under {args.results}")
             return 0
         preset = PRESETS[args.preset].get("analysis", {})

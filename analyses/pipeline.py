@@ -400,14 +400,16 @@ def draw(res: xr.Dataset):
     raise AnalysisError(f"Unknown figure {fig!r}. Expected one of ['1a', '1b', '2', '3', '4', '5', '6']")
 
 
-def redraw(folder: Path) -> list[Path]:
+def redraw(folder: Path, formats: tuple = ("png", "pdf")) -> list[Path]:
     """Redraw every ``fig*.nc`` under ``folder`` from the saved values alone.
 
-    Returns the PNG and PDF files written.
+    Returns the figure files written, one per format (checked like
+    :attr:`AnalysisConfig.formats` before anything is drawn).
     """
+    formats = AnalysisConfig(formats=formats).formats
     written = []
     for nc in sorted(Path(folder).rglob("fig*.nc")):
-        written += save_figure(draw(load_netcdf(nc)), nc.with_suffix(""))
+        written += save_figure(draw(load_netcdf(nc)), nc.with_suffix(""), formats)
     if not written:
         raise AnalysisError(f"No saved figure results (fig*.nc) under {folder}")
     return written

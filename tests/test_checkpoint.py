@@ -284,3 +284,15 @@ def test_stale_temporaries_are_removed_on_resume_and_said(tmp_path, data_root):
     train(cfg, tmp_path / "s", resume=True, log=said.append)
     assert not dead.exists()
     assert any(".step_00000001.pt.tmp-999999999" in m and "killed process" in m for m in said)
+
+
+def test_overwrite_with_missing_data_keeps_the_old_run(tmp_path, data_root):
+    from repscope.training.errors import DataError
+
+    cfg = _cfg(data_root, steps=1, val_every=0, test_tasks=0)
+    train(cfg, tmp_path / "o", log=None)
+    before = sorted(p.name for p in (tmp_path / "o").rglob("*"))
+    with pytest.raises(DataError):
+        train(_cfg(tmp_path / "no-data", steps=1, val_every=0, test_tasks=0), tmp_path / "o",
+              overwrite=True, log=None)
+    assert sorted(p.name for p in (tmp_path / "o").rglob("*")) == before

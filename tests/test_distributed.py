@@ -17,6 +17,7 @@ from repscope.probes import open_run
 from repscope.training.checkpoint import load_checkpoint, load_run
 from repscope.training.config import get_preset
 from repscope.training.distributed import Ranks
+from repscope.training.errors import TrainingError
 from repscope.training.maml import main as maml_main
 from repscope.training.maml import train
 from repscope.training.model import build_model
@@ -56,6 +57,13 @@ def _logits(config, state: dict) -> torch.Tensor:
         return model(x)
 
 
+def test_more_processes_than_tasks_are_refused(tmp_path, data_root):
+    cfg = get_preset("quick", steps=1, data=str(data_root), **SMALL)
+    with pytest.raises(TrainingError, match="5 processes for --meta-batch 4"):
+        train(cfg, tmp_path / "run", log=None, group=Ranks(rank=0, size=5))
+    assert not (tmp_path / "run").exists()
+
+
 def test_shard_deals_tasks_round_robin():
     items = list(range(7))
     shares = [Ranks(rank=r, size=3).shard(items) for r in range(3)]
@@ -63,11 +71,12 @@ def test_shard_deals_tasks_round_robin():
     assert sorted(sum(shares, [])) == items
 
 
-def test_two_ranks_match_one_process_and_resume_with_one(tmp_path, data_root):
-    cfg = get_preset("quick", steps=4, data=str(data_root), **SMALL)
+@pytest.mark.parametrize("engine", ["batched", "higher"])
+def test_two_ranks_match_one_process_and_resume_with_one(tmp_path, data_root, engine):
+    cfg = get_preset("quick", steps=4, data=str(data_root), engine=engine, **SMALL)
     train(cfg, tmp_path / "one", log=None)
-    _torchrun(2, "repscope.training.maml",
-              ["--out", str(tmp_path / "two"), "--steps", "2", "--data", str(data_root), *FLAGS])
+    _torchrun(2, "repscope.training.maml", ["--out", str(tmp_path / "two"), "--steps", "2", "--engine", engine,
+                                            "--data", str(data_root), *FLAGS])
     _, one = load_run(tmp_path / "one")
     _, two = load_run(tmp_path / "two")
     assert sorted(two) == [0, 1, 2]

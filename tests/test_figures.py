@@ -69,6 +69,10 @@ def test_saved_results_reload_identically_and_redraw_without_recomputing(saved, 
         assert f"{fig}.png" in names and f"{fig}.pdf" in names
         assert (out / "quick" / f"{fig}.png").stat().st_size > 1000
     assert "fig2.png" in names
+    svg = redraw(out, formats=("svg",))
+    assert svg and {p.suffix for p in svg} == {".svg"}
+    with pytest.raises(AnalysisError, match="formats"):
+        redraw(out, formats=("bogus",))
 
 
 def test_every_saved_figure_draws_a_figure(saved):

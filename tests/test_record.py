@@ -78,12 +78,14 @@ def test_values_equal_a_manual_forward_on_the_probe_set(tiny_run, recorded, data
     t = tasks[2]
     for k, fmodel in adapt(model, torch.as_tensor(t.support_x), torch.as_tensor(t.support_y), config, 1):
         pass
+    # the run's engine (quick: batched) against higher: float32 rounding of one inner
+    # step apart (tests/test_engines.py compares the engines tightly in float64)
     with torch.no_grad():
         np.testing.assert_allclose(recorded["head"].sel(checkpoint=2, task=2, inner_step=1).values,
-                                   fmodel(probe_x).numpy(), rtol=0, atol=1e-6)
+                                   fmodel(probe_x).numpy(), rtol=0, atol=2e-5)
         expected = fmodel.conv2(fmodel.conv1(probe_x)).mean(dim=(2, 3)).numpy()
     np.testing.assert_allclose(recorded["conv2"].sel(checkpoint=2, task=2, inner_step=1).values,
-                               expected, rtol=0, atol=1e-6)
+                               expected, rtol=0, atol=2e-5)
 
 
 def test_resumed_recording_equals_a_fresh_one(tiny_run, recorded, tmp_path):

@@ -112,3 +112,12 @@ def test_overwrite_and_a_corrupt_record(tmp_path, data_root, capsys):
     assert main(args + ["--overwrite", "--steps", "1"]) == 0
     assert probes.existing_checkpoints(tmp_path / "activations") == [0, 1]
     assert "left by a killed process" in capsys.readouterr().err
+
+
+def test_overwrite_with_missing_data_keeps_the_old_run(tmp_path, data_root):
+    args = ["--out", str(tmp_path / "r"), "--steps", "1", "--record-every", "1", "--mnist",
+            "offline", "--no-progress", "--n-probe", "20"]
+    assert main(args + ["--data", str(data_root)]) == 0
+    before = probes.existing_checkpoints(tmp_path / "r" / "activations")
+    assert main(args + ["--data", str(tmp_path / "no-data"), "--overwrite"]) != 0
+    assert probes.existing_checkpoints(tmp_path / "r" / "activations") == before == [0, 1]

@@ -1,4 +1,5 @@
-"""MAML training of the conv4 network of Finn et al. (2017), through ``higher``.
+"""MAML training of the conv4 network of Finn et al. (2017): the ``higher`` engine (the
+reference) or the ``batched`` engine (all tasks of a meta-batch at once, equal to rounding).
 
 Public API
 ----------

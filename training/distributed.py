@@ -9,11 +9,13 @@ single-process path is the old one unchanged.
 What the ranks share:
 
 * meta-training (:func:`repscope.training.meta.meta_step`): every rank builds the whole
-  meta-batch (episodes are a pure function of ``(seed, step)``), adapts its own share
-  (:meth:`Ranks.shard`: tasks ``rank, rank + K, ...``), scales each task's loss by the
-  whole batch size, and :meth:`Ranks.reduce_gradients` sums the meta-gradients and the
-  metrics over ranks before the one Adam step every rank takes. The result is the
-  one-process result up to the order of a float sum.
+  meta-batch (episodes are a pure function of ``(seed, step)``) and runs the engine on
+  its own share (:meth:`Ranks.shard`: tasks ``rank, rank + K, ...``) with the
+  optimiser's step held back; :meth:`Ranks.meta_step` weights the share's mean
+  meta-gradient and metrics by its size, sums them over ranks
+  (:meth:`Ranks.reduce_gradients`), clips, and every rank takes the same Adam step.
+  The result is the one-process result up to the order of a float sum, with either
+  engine.
 * recording (:mod:`repscope.training.record`): checkpoints are dealt out the same way,
   each rank writing its own ``checkpoint_XXXXXXXX.nc`` files.
 * files: rank 0 alone writes run files; :meth:`Ranks.broadcast` hands its decisions
@@ -21,6 +23,7 @@ What the ranks share:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -99,6 +102,29 @@ class Ranks:
                 p.grad = None
         return {k: float(v) for k, v in zip(keys, extra.tolist())}
 
+    def meta_step(self, step_fn, model, meta_opt, episodes, config) -> dict:
+        """One data-parallel meta-update: ``step_fn`` (an engine's meta-step) on this
+        rank's share, meta-gradients and metrics summed over ranks, one optimiser step.
+
+        Needs at least one episode per rank.
+        """
+        mine = self.shard(episodes)
+        if not mine:
+            raise TrainingError(f"{self.size} processes for a meta-batch of {len(episodes)} tasks: "
+                                "every process needs a task. Use at most --meta-batch processes")
+        weight = len(mine) / len(episodes)
+        local = dataclasses.replace(config, meta_clip=None)  # clip the sum, not a share
+        metrics = step_fn(model, _HeldStep(meta_opt), mine, local)
+        params = list(model.parameters())
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(weight)
+        metrics = self.reduce_gradients(params, {k: v * weight for k, v in metrics.items()})
+        if config.meta_clip is not None:
+            torch.nn.utils.clip_grad_value_(params, config.meta_clip)
+        meta_opt.step()
+        return metrics
+
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every rank (picklable objects)."""
         if not self.distributed:
@@ -121,6 +147,19 @@ class Ranks:
         message = self.broadcast(None if error is None else str(error))
         if message is not None:
             raise TrainingError(message)
+
+
+class _HeldStep:
+    """An optimiser whose ``step`` waits: the step is taken once the ranks' gradients are summed."""
+
+    def __init__(self, optimizer):
+        self._optimizer = optimizer
+
+    def step(self, closure=None):
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
 
 
 def ranks(device: str = "cpu") -> Ranks:

@@ -192,6 +192,10 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     if resume and (out / "config.json").is_file():  # every check before anything is written
         config = _check_same_run(load_run(out)[0], config)
         found = _resume_point(out, config, log)
+    samplers = task_samplers(config)  # data errors come before --overwrite removes anything
+    if group.size > config.meta_batch:
+        raise TrainingError(f"{group.size} processes for --meta-batch {config.meta_batch}: every "
+                            "process needs a task of each meta-batch. Use at most --meta-batch processes")
     resuming, error = False, None
     if group.is_main:  # rank 0 alone touches the folder; the others wait for its verdict
         try:
@@ -205,7 +209,8 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     group.check(error)
     resuming = group.broadcast(resuming)
     with torch_threads(config.threads):
-        return _train(config, out, resuming, found, group.device(config.device), log, on_step, group)
+        return _train(config, out, resuming, found, samplers, group.device(config.device), log,
+                      on_step, group)
 
 
 def _resume_point(out: Path, config: MAMLConfig, log):
@@ -235,10 +240,9 @@ def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
         "Lower --meta-lr or --inner-lr (or set --meta-clip) and start again with --overwrite")
 
 
-def _train(config, out, resuming, found, device, log, on_step, group):
+def _train(config, out, resuming, found, samplers, device, log, on_step, group):
     from tqdm import tqdm
 
-    samplers = task_samplers(config)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
@@ -321,8 +325,8 @@ def _parse_value(kind, optional):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m repscope.training.maml",
-        description="Meta-train the conv4 network of Finn et al. (2017) with MAML (via "
-                    "higher) and write a run folder: config.json, checkpoints/, "
+        description="Meta-train the conv4 network of Finn et al. (2017) with MAML (--engine "
+                    "higher or batched) and write a run folder: config.json, checkpoints/, "
                     "metrics.jsonl, evaluation.json. Presets: " + ", ".join(sorted(PRESETS))
                     + ". Every option below overrides the value of the preset (see training/config.py "
                     "for each preset's values).",

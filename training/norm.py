@@ -10,7 +10,36 @@ running statistics, nothing that ``torch.func.vmap`` or ``higher`` could get wro
 import torch
 from torch import nn
 
-__all__ = ["BatchNormNoScale"]
+__all__ = ["BatchNormNoScale", "batch_norm_no_scale"]
+
+
+def batch_norm_no_scale(x: torch.Tensor, beta: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """The batch-norm formula of :class:`BatchNormNoScale` as a function.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Input with channels on dim 1.
+    beta : torch.Tensor
+        Offset per channel, ``(x.shape[1],)``.
+    eps : float, default 1e-3
+        Added to the variance.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+    >>> ref = torch.nn.functional.batch_norm(x, None, None, None, torch.ones(3, dtype=x.dtype),
+    ...                                      True, 0.0, 1e-3)
+    >>> bool((batch_norm_no_scale(x, torch.ones(3, dtype=x.dtype)) - ref).abs().max() < 1e-12)
+    True
+    """
+    dims = [d for d in range(x.dim()) if d != 1]
+    mean = x.mean(dim=dims, keepdim=True)
+    var = (x - mean).square().mean(dim=dims, keepdim=True)
+    shape = [1] * x.dim()
+    shape[1] = x.shape[1]
+    return (x - mean) / torch.sqrt(var + eps) + beta.view(shape)
 
 
 class BatchNormNoScale(nn.Module):
@@ -45,12 +74,7 @@ class BatchNormNoScale(nn.Module):
         self.beta = nn.Parameter(torch.zeros(self.n_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = [d for d in range(x.dim()) if d != 1]
-        mean = x.mean(dim=dims, keepdim=True)
-        var = (x - mean).square().mean(dim=dims, keepdim=True)
-        shape = [1] * x.dim()
-        shape[1] = self.n_channels
-        return (x - mean) / torch.sqrt(var + self.eps) + self.beta.view(shape)
+        return batch_norm_no_scale(x, self.beta, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.n_channels}, eps={self.eps}"

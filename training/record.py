@@ -54,9 +54,9 @@ from repscope.probes.store import checkpoint_path, clean_stale_temporaries, veri
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
 from .distributed import Ranks, leave, ranks
+from .engines import ENGINES, get_engine
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
-from .inner import adapt
 from .meta import episode_tensors
 from .model import build_model
 from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
@@ -93,6 +93,7 @@ class RecordConfig:
     data: Optional[str] = None
     progress: bool = True
     threads: int = 1
+    engine: Optional[str] = None  # None: the run's engine; does not change the values
 
     def __post_init__(self):
         self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
@@ -113,6 +114,8 @@ class RecordConfig:
         check_choice("dtype", self.dtype, ("float32", "float16"))
         check_device(self.device)
         self.threads = check_threads(self.threads)
+        if self.engine is not None:
+            get_engine(self.engine)
         if not 0 <= self.probe_task < self.tasks:
             raise TrainingError(f"probe_task must be one of the analysed tasks 0..{self.tasks - 1}, "
                                 f"got {self.probe_task}")
@@ -216,21 +219,24 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
 
     ``probe`` (from :func:`make_probe` on ``model``) is reused across checkpoints so
     that its buffers are recycled; the dataset it returns holds this checkpoint only.
+    Tasks adapt with ``rec.engine`` (default ``config.engine``); the batched engine
+    adapts them together and runs each task's probe forward pass through ``model``.
     """
-    device = next(model.parameters()).device
+    engine = get_engine(rec.engine or config.engine)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     px, py, pids = probe_set
-    px = px.to(device)
+    px = px.to(device, dtype)
     acc = np.full((1, len(tasks), len(rec.inner_steps)), np.nan)
-    for t, task in enumerate(tasks):
-        sx, sy, qx, qy = episode_tensors(task, device)
-        for k, fmodel in adapt(model, sx, sy, config, rec.max_inner_step, track_higher_grads=False):
-            if k not in rec.inner_steps:
-                continue
-            with torch.no_grad():
-                with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
-                                     image_ids=pids, role="probe", module=fmodel):
-                    fmodel(px)
-                acc[0, t, rec.inner_steps.index(k)] = (fmodel(qx).argmax(1) == qy).double().mean().item()
+    queries = [episode_tensors(task, device, dtype)[2:] for task in tasks]
+    for t, k, net in engine.adapt_tasks(model, tasks, config, rec.max_inner_step):
+        if k not in rec.inner_steps:
+            continue
+        qx, qy = queries[t]
+        with torch.no_grad():
+            with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
+                                 image_ids=pids, role="probe", module=net):
+                net(px)
+            acc[0, t, rec.inner_steps.index(k)] = (net.logits(qx).argmax(1) == qy).double().mean().item()
     ds = probe.to_dataset(config=run_config, clear=True)
     # which held-out classes each task uses: analyses count only tasks with disjoint ones
     ds.attrs["task_classes"] = json.dumps([[int(c) for c in task.classes] for task in tasks])
@@ -238,7 +244,7 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
                       {"role": "metric", "long_name": "accuracy on the task's own query images"})
     if eval_episodes:
         k = config.inner_steps_eval if rec.eval_inner_steps is None else rec.eval_inner_steps
-        final = evaluate_tasks(model, eval_episodes, config, k)[:, -1]
+        final = evaluate_tasks(model, eval_episodes, config, k, engine=engine.name)[:, -1]
         ds = ds.assign_coords(eval_task=np.arange(len(final), dtype=np.int64))
         ds["eval_accuracy"] = (("checkpoint", "eval_task"), final[None],
                                {"role": "metric", "inner_steps": int(k),
@@ -300,7 +306,7 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
     eval_episodes = [test.episode(i) for i in range(rec.eval_tasks)]
     # What decides the values; not which checkpoints, nor where or how visibly they ran.
     settings = {k: v for k, v in asdict(rec).items()
-                if k not in ("checkpoints", "device", "progress", "threads")}
+                if k not in ("checkpoints", "device", "progress", "threads", "engine")}
     run_config = {"kind": "maml", "run": config.to_dict(), "record": settings,
                   "probe_set": {"task": rec.probe_task, "index": rec.probe_index,
                                 "image_ids": probe_set[2]}}
@@ -373,6 +379,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device (default: cpu).")
     p.add_argument("--data", default=None, help="Data folder (default: the run's, else $REPSCOPE_DATA).")
     p.add_argument("--threads", type=int, default=1, help=THREADS_HELP + " (default: 1)")
+    p.add_argument("--engine", default=None, choices=sorted(ENGINES),
+                   help="Inner-loop engine that adapts the tasks (default: the run's); the "
+                        "recorded values do not depend on it.")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     return p
 
@@ -391,7 +400,7 @@ def main(argv=None) -> int:
                            layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
                            dtype=args.dtype, compress=args.compress, device=args.device,
                            data=args.data, progress=not args.no_progress,
-                           threads=args.threads)
+                           threads=args.threads, engine=args.engine)
         group = ranks(rec.device)  # torchrun: one process per rank, else one process
         out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr),
                          group=group)

@@ -282,6 +282,7 @@ def main(argv=None) -> int:
         for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
             print(f"removed {str(path)!r}, a temporary file left by a killed process",
                   file=sys.stderr)
+        data = load_data(config)  # data errors come before --overwrite removes anything
         if cfg_file.exists():
             if args.overwrite:
                 remove_recordings(out / "activations")
@@ -291,7 +292,6 @@ def main(argv=None) -> int:
                                     "choose another --out or pass --overwrite.")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cfg_file, json.dumps(dataclasses.asdict(config), indent=2))
-        data = load_data(config)
         if data["meta"]["mode"] != "full":
             print(data["meta"]["note"], file=sys.stderr)
         lines = []
