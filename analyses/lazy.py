@@ -93,14 +93,28 @@ def features_by_chunk(fn: Callable, da: xr.DataArray, whole: tuple[str, ...], **
     others = [d for d in da.dims if d not in whole]
     split = [d for d in others if len(da.chunksizes[d]) > 1]
     blocks, shape = _blocks(da, split)
-    tasks = [dask.delayed(fn)(da.isel(sel), **kwargs) for sel in blocks]
-    parts = list(dask.compute(*tasks))
+    parts, step = [], _in_flight()
+    for i in range(0, len(blocks), step):  # a few blocks at a time: bounded memory
+        tasks = [dask.delayed(fn)(da.isel(sel), **kwargs) for sel in blocks[i:i + step]]
+        parts += list(dask.compute(*tasks))
     if not split:
         return parts[0]
     nested = np.empty(len(parts), dtype=object)
     nested[:] = parts
     nested = nested.reshape(shape).tolist()
     return xr.combine_nested(nested, concat_dim=split, combine_attrs="override")
+
+
+def _in_flight() -> int:
+    """Blocks computed at once: one per thread of the cluster or of this process."""
+    import dask
+
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):  # no distributed, or no client active
+        return max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
 
 
 def parse_bytes(text: str | int) -> int:

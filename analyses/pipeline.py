@@ -309,7 +309,7 @@ def check_record(ds: xr.Dataset) -> None:
 def _checked(da: xr.DataArray) -> xr.DataArray:
     """:func:`check_record`'s check of one in-memory chunk; returns one value per cell."""
     to_cells(da, allow_missing=False)
-    return da.isel({STIMULUS: 0, unit_dim(da): 0}, drop=True)
+    return da.isel({STIMULUS: 0, unit_dim(da): 0}, drop=True).copy(deep=True)  # not a view of the chunk
 
 
 def _rdm_figure(ds, cfg, layers, sel):
