@@ -28,6 +28,13 @@ at every 1000th step and analyses them: a GPU job (its run time, measured by
 ``--maml-run`` /
 ``--mnist-run`` / ``--run`` analyse existing runs without training anything;
 ``--redraw`` redraws every figure from saved netCDF without recomputing.
+
+A record larger than ``--memory-limit`` (default: a quarter of this machine's memory)
+is read lazily with dask, one checkpoint file at a time, so the paper's 16 GB record is
+analysed in bounded memory; ``--workers N`` runs the analysis on a local
+``dask.distributed`` cluster of N processes and ``--scheduler ADDRESS`` on an existing
+cluster (whose workers must see the record at the same path). Both need the ``dask``
+extra (``pip install "repscope[dask]"``); the numbers are the in-memory ones.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 # Run as a script, sys.path[0] is analyses/; the package is imported absolutely. The
@@ -141,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs (at least 40)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap CIs and the MDS")
     p.add_argument("--formats", default="png,pdf", help="comma-separated figure file formats")
+    p.add_argument("--memory-limit", default="auto", metavar="SIZE",
+                   help="read records larger than this (e.g. 4GB) lazily with dask, one checkpoint "
+                        "file at a time; auto: a quarter of this machine's memory")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="analyse on a local dask.distributed cluster of N worker processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="analyse on the dask.distributed cluster at ADDRESS (e.g. tcp://host:8786); "
+                        "its workers read the record, so they must see it at the same path")
     p.add_argument("--redraw", action="store_true",
                    help="only redraw all figures under --results from their saved netCDF")
     return p
@@ -151,11 +167,20 @@ def _activations(folder: Path) -> Path:
     return folder / "activations" if (folder / "activations").is_dir() else folder
 
 
-def _open(folder: Path):
+def _record_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in _activations(folder).glob("checkpoint_*.nc"))
+
+
+def _open(folder: Path, lazy=None, quiet: bool = False):
+    """The record of a run; ``lazy(size) -> str or None`` says why to read it lazily."""
     from repscope import probes
 
+    why = lazy(_record_bytes(folder)) if lazy is not None else None
+    if why and not quiet:
+        print(f"[layer_similarity] {folder}: {why}: reading it lazily with dask, one checkpoint "
+              "file at a time", flush=True)
     try:
-        return probes.open_run(_activations(folder))
+        return probes.open_run(_activations(folder), chunks={} if why else None)
     except probes.ProbeError as err:
         raise AnalysisError(f"Cannot read the activation record of run {folder}: {err}") from None
 
@@ -232,6 +257,49 @@ def _train_and_record(args) -> tuple[list[Path], Path]:
     return runs, mnist
 
 
+def _lazy_policy(args):
+    """``lazy(size)``: why a record of ``size`` bytes is read lazily (None: in memory)."""
+    from repscope.analyses.lazy import memory_budget, parse_bytes
+
+    if args.workers is not None and args.scheduler is not None:
+        raise AnalysisError(f"--workers {args.workers} and --scheduler {args.scheduler!r} exclude "
+                            "each other: give one")
+    if args.workers is not None and args.workers < 1:
+        raise AnalysisError(f"--workers must be >= 1, got {args.workers}")
+    try:
+        limit = memory_budget() if args.memory_limit == "auto" else parse_bytes(args.memory_limit)
+    except AnalysisError as err:
+        raise AnalysisError(f"--memory-limit: {err}") from None
+    where = ("on the dask cluster at " + args.scheduler if args.scheduler else
+             f"on a local dask cluster of {args.workers} workers" if args.workers else None)
+
+    def lazy(size: int):
+        if where:
+            return f"record of {size / 1e9:.2f} GB analysed {where}"
+        if size > limit:
+            return f"record of {size / 1e9:.2f} GB is larger than --memory-limit {limit / 1e9:.2f} GB"
+        return None
+    return lazy
+
+
+def _cluster(args):
+    """A dask.distributed client for --workers/--scheduler (closed on exit), else nothing."""
+    if args.workers is None and args.scheduler is None:
+        return nullcontext()
+    try:
+        from distributed import Client
+    except ImportError:
+        flag = "--workers" if args.workers is not None else "--scheduler"
+        raise AnalysisError(f'{flag} needs dask.distributed: pip install "repscope[dask]"') from None
+    if args.scheduler is not None:
+        try:
+            return Client(args.scheduler, timeout=30)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise AnalysisError(f"Cannot connect to the dask scheduler --scheduler "
+                                f"{args.scheduler!r}: {err}") from None
+    return Client(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
+
+
 def _per_figure(entries: list[str], option: str) -> dict[str, str]:
     """``["2=rsa,cka_rbf", ...]`` to ``{"2": "rsa,cka_rbf"}``; figures are checked by AnalysisConfig."""
     out = {}
@@ -285,9 +353,10 @@ def main(argv=None) -> int:
                              n_boot=args.n_boot, seed=args.seed, device=args.device,
                              formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
         _check_paths(args)
+        lazy = _lazy_policy(args)  # options checked before anything is trained or written
         maml_runs, mnist_run = list(args.maml_run), args.mnist_run
         for run in args.run:
-            if is_supervised(_open(run)):
+            if is_supervised(_open(run, lazy, quiet=True)):
                 mnist_run = run
             else:
                 maml_runs.append(run)
@@ -295,15 +364,17 @@ def main(argv=None) -> int:
             maml_runs, mnist_run = _train_and_record(args)
         t0 = time.time()
         supervised = None
-        if mnist_run is not None:
-            res = analyse_supervised(_open(mnist_run), cfg, args.results / Path(mnist_run).name, str(mnist_run))
-            supervised = res["supervised"]
-        maml, records = {}, {}
-        for run in maml_runs:
-            records[Path(run).name] = _open(run)
-            maml[Path(run).name] = analyse_maml(records[Path(run).name], cfg,
-                                                args.results / Path(run).name, str(run))
-        summary = summarize(maml, supervised, cfg, records)
+        with _cluster(args):  # lazy records are read, chunk by chunk, by its workers
+            if mnist_run is not None:
+                res = analyse_supervised(_open(mnist_run, lazy), cfg, args.results / Path(mnist_run).name,
+                                         str(mnist_run))
+                supervised = res["supervised"]
+            maml, records = {}, {}
+            for run in maml_runs:
+                records[Path(run).name] = _open(run, lazy)
+                maml[Path(run).name] = analyse_maml(records[Path(run).name], cfg,
+                                                    args.results / Path(run).name, str(run))
+            summary = summarize(maml, supervised, cfg, records)
         path = save_text(summary, args.results / "findings.md")
         print(summary)
         print(f"[layer_similarity] analysis took {time.time() - t0:.0f} s; results in {args.results}, "

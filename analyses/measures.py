@@ -41,8 +41,9 @@ import xarray as xr
 from repscope.analyses.cka import MIN_STIMULI as CKA_MIN_STIMULI
 from repscope.analyses.cka import cka_features, feature_cosine
 from repscope.analyses.dims import (PAIR, STIMULUS, align_stimuli, condition_matrix, map_cells, other_dims,
-                                    paired, require_stimuli)
+                                    paired, require_stimuli, unit_dim)
 from repscope.analyses.errors import AnalysisError
+from repscope.analyses.lazy import features_by_chunk, is_lazy
 from repscope.analyses.rdms import MIN_STIMULI as RSA_MIN_STIMULI
 from repscope.analyses.rdms import rdms, spearman_dissimilarity, spearman_matrix
 
@@ -193,6 +194,8 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     m, opts = _resolve(measure, options)
     others = other_dims(da)
     require_stimuli(da.sizes[STIMULUS], m.min_stimuli, measure)
+    if is_lazy(da):  # dask-backed (larger than memory): reduced chunk by chunk
+        return features_by_chunk(features, da, (STIMULUS, unit_dim(da)), measure=measure, **options)
     if others and da.size * 8 > _CHUNK_BYTES and da.sizes[others[0]] > 1:
         # Large records (the paper's: 60 checkpoints x 50 tasks x 4 steps of 12544
         # units) are read and reduced a slice at a time; the features are small.

@@ -19,8 +19,9 @@ from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
 from repscope.analyses import figure_data as fd
-from repscope.analyses.dims import to_cells
+from repscope.analyses.dims import STIMULUS, to_cells, unit_dim
 from repscope.analyses.errors import AnalysisError
+from repscope.analyses.lazy import features_by_chunk, is_lazy
 from repscope.analyses.findings import assess, findings_markdown, supervised_depth_order
 from repscope.analyses.mds import MDS_MODES, mds_embedding
 from repscope.analyses.measures import get_measure
@@ -298,7 +299,17 @@ def check_record(ds: xr.Dataset) -> None:
     repscope.analyses.errors.AnalysisError: 'head' has non-finite values in 1 cell(s): checkpoint=500, task=0, inner_step=1 (all NaN). ...
     """
     for layer in fd.layer_names(ds):
-        to_cells(ds[layer], allow_missing=False)
+        da = ds[layer]
+        if is_lazy(da):  # a record larger than memory: checked one chunk at a time
+            features_by_chunk(_checked, da, (STIMULUS, unit_dim(da)))
+        else:
+            to_cells(da, allow_missing=False)
+
+
+def _checked(da: xr.DataArray) -> xr.DataArray:
+    """:func:`check_record`'s check of one in-memory chunk; returns one value per cell."""
+    to_cells(da, allow_missing=False)
+    return da.isel({STIMULUS: 0, unit_dim(da): 0}, drop=True).copy(deep=True)  # not a view of the chunk
 
 
 def _rdm_figure(ds, cfg, layers, sel):

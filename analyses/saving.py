@@ -42,6 +42,7 @@ def save_netcdf(obj: xr.Dataset | xr.DataArray, path) -> Path:
     1.0
     """
     ds = obj.to_dataset(name=obj.name or "value") if isinstance(obj, xr.DataArray) else obj
+    ds = ds.compute()  # results are small; a lazy one is read here, not by cluster workers
     return _atomic(path, lambda tmp: ds.to_netcdf(tmp))
 
 

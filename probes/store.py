@@ -279,13 +279,22 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     return written
 
 
-def _read(path: Path) -> xr.Dataset:
+def _read(path: Path, chunks: Optional[dict] = None) -> xr.Dataset:
     try:
-        with xr.open_dataset(path, engine="netcdf4") as handle:
-            ds = handle.load()
+        if chunks is None:
+            with xr.open_dataset(path, engine="netcdf4") as handle:
+                ds = handle.load()
+        else:  # lazily, dask-backed: one chunk per file unless ``chunks`` splits a dim
+            ds = xr.open_dataset(path, engine="netcdf4")
     except (OSError, ValueError, RuntimeError) as err:
         raise ProbeError(f"Could not read activation file {path} ({err}): it is truncated "
                          f"or not a netCDF file. {_FIX}") from err
+    if chunks is not None:
+        unknown = sorted(set(chunks) - set(ds.dims))
+        if unknown:
+            raise ProbeError(f"chunks names dims {unknown} that {path} does not have. Expected "
+                             f"some of {sorted(map(str, ds.dims))}")
+        ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
     stored = ds.attrs.pop(_HASH_ATTR, None)
     if stored is not None and content_hash(ds) != stored:
         raise ProbeError(f"Activation file {path} is corrupt: its content does not match the "
@@ -300,6 +309,16 @@ def _read(path: Path) -> xr.Dataset:
             ds[name].attrs["feature_shape"] = [int(s) for s in np.atleast_1d(var.attrs["feature_shape"])]
     validate(ds, where=str(path))
     return ds
+
+
+def _check_chunks(chunks) -> None:
+    if not isinstance(chunks, dict):
+        raise ProbeError(f"chunks must be None or a dict of dim -> chunk size, got {chunks!r}")
+    try:
+        import dask  # noqa: F401
+    except ImportError:
+        raise ProbeError('open_run(chunks=...) reads lazily with dask, which is not installed. '
+                         'Install it with: pip install "repscope[dask]"') from None
 
 
 def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
@@ -326,7 +345,8 @@ def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
         raise ProbeError(f"{path} holds checkpoints {found}, expected [{int(checkpoint)}]. {_FIX}")
 
 
-def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> xr.Dataset:
+def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
+             chunks: Optional[dict] = None) -> xr.Dataset:
     """Open a run's activations folder as one Dataset, concatenated along ``checkpoint``.
 
     Parameters
@@ -335,6 +355,13 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> x
         Folder written by :func:`write_checkpoint`.
     checkpoints : iterable of int, optional
         Only these checkpoints (default: all stored).
+    chunks : dict, optional
+        None (default): read every value into memory. A dict: open lazily, backed by
+        dask arrays with one chunk per checkpoint file, further split along the dims
+        the dict names (``{}``: one chunk per file; ``{"task": 10}``: ten tasks per
+        chunk). Values are read when computed, so a record larger than memory can be
+        analysed chunk by chunk (see :mod:`repscope.analyses.lazy`). Needs dask
+        (``pip install "repscope[dask]"``).
 
     Returns
     -------
@@ -367,6 +394,12 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> x
     >>> run = open_run(folder)
     >>> run["checkpoint"].values.tolist(), run["1"].dims
     ([0, 100, 200], ('checkpoint', 'task', 'inner_step', 'stimulus', 'unit_1'))
+
+    The same record, lazily: one dask chunk per checkpoint file, read when computed.
+
+    >>> lazy = open_run(folder, chunks={})
+    >>> lazy["1"].chunks[0], bool((lazy["1"] == run["1"]).all())
+    ((1, 1, 1), True)
     """
     folder = Path(folder)
     removed = clean_stale_temporaries(folder)
@@ -380,7 +413,9 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None) -> x
     missing = sorted(set(wanted) - set(stored))
     if missing:
         raise ProbeError(f"Checkpoints {missing} are not stored in {folder}. Stored: {stored}")
-    parts = [_read(checkpoint_path(folder, step)) for step in wanted]
+    if chunks is not None:
+        _check_chunks(chunks)
+    parts = [_read(checkpoint_path(folder, step), chunks) for step in wanted]
     first = parts[0]
     for step, part in zip(wanted, parts):
         if part["checkpoint"].values.tolist() != [step]:

@@ -19,6 +19,11 @@ good state before it; ``--resume`` to fewer ``--steps`` than the run has reached
 refused before anything is written. A run whose loss or weights stop being finite stops
 at that step without writing anything of it (see the robustness guide).
 
+``torchrun --nproc-per-node K -m repscope.training.maml ...`` splits every meta-batch
+over K processes (gloo on CPU, NCCL with ``--device cuda``, one GPU each): the same
+episodes and, to float tolerance, the same weights as one process; rank 0 alone writes
+the run folder, so ``--resume`` works with any K (see :mod:`repscope.training.distributed`).
+
 Examples
 --------
 >>> import tempfile
@@ -45,6 +50,7 @@ from repscope.probes.store import remove_recordings
 
 from .checkpoint import (atomic_write_text, checkpoint_path, clean_run_folder, latest_resumable,
                          load_checkpoint, load_run, save_checkpoint, set_rng_state)
+from .distributed import Ranks, leave, ranks
 from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
 from .errors import TrainingError
 from .evaluate import PUBLISHED, evaluate_tasks, lake_episodes, summarize
@@ -148,7 +154,7 @@ def final_evaluation(model, samplers, config, log=print) -> dict:
 
 
 def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False,
-          log=print, on_step=None) -> dict:
+          log=print, on_step=None, group: Ranks | None = None) -> dict | None:
     """Meta-train as ``config`` says, writing the run folder ``out``.
 
     Parameters
@@ -165,14 +171,20 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     on_step : callable, optional
         Called as ``on_step(step)`` after each meta-step's metrics are written and
         before its checkpoint (used by tests to interrupt a run).
+    group : repscope.training.distributed.Ranks, optional
+        Data-parallel ranks under ``torchrun`` (see :mod:`repscope.training.distributed`):
+        each rank adapts its share of every meta-batch; rank 0 alone logs, writes the
+        run folder and runs the validation and final evaluation. Default: one process.
 
     Returns
     -------
-    dict
-        The final evaluation (also written to ``out/evaluation.json``).
+    dict or None
+        The final evaluation (also written to ``out/evaluation.json``); None on ranks
+        other than 0.
     """
     out = Path(out)
-    log = log or (lambda *_: None)
+    group = group or Ranks()
+    log = (log if group.is_main else None) or (lambda *_: None)
     check_device(config.device)
     if resume and overwrite:
         raise TrainingError("--resume and --overwrite exclude each other")
@@ -181,12 +193,24 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
         config = _check_same_run(load_run(out)[0], config)
         found = _resume_point(out, config, log)
     samplers = task_samplers(config)  # data errors come before --overwrite removes anything
-    for path in clean_run_folder(out):
-        log(f"removed {str(path)!r}, a temporary file left by a killed process")
-    resuming = _prepare_folder(out, resume, overwrite)
+    if group.size > config.meta_batch:
+        raise TrainingError(f"{group.size} processes for --meta-batch {config.meta_batch}: every "
+                            "process needs a task of each meta-batch. Use at most --meta-batch processes")
+    resuming, error = False, None
+    if group.is_main:  # rank 0 alone touches the folder; the others wait for its verdict
+        try:
+            for path in clean_run_folder(out):
+                log(f"removed {str(path)!r}, a temporary file left by a killed process")
+            resuming = _prepare_folder(out, resume, overwrite)
+        except TrainingError as exc:
+            if not group.distributed:
+                raise
+            error = exc
+    group.check(error)
+    resuming = group.broadcast(resuming)
     with torch_threads(config.threads):
-        return _train(config, out, resuming, found, samplers, torch.device(config.device), log,
-                      on_step)
+        return _train(config, out, resuming, found, samplers, group.device(config.device), log,
+                      on_step, group)
 
 
 def _resume_point(out: Path, config: MAMLConfig, log):
@@ -216,7 +240,7 @@ def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
         "Lower --meta-lr or --inner-lr (or set --meta-clip) and start again with --overwrite")
 
 
-def _train(config, out, resuming, found, samplers, device, log, on_step):
+def _train(config, out, resuming, found, samplers, device, log, on_step, group):
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
@@ -233,22 +257,27 @@ def _train(config, out, resuming, found, samplers, device, log, on_step):
         log(f"resuming {str(out)!r} from step {start} ({path.name})")
     elif resuming:
         log(f"{str(out)!r} has no checkpoint yet: starting it from step 0")
-    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    _rewrite_metrics(metrics, config, keep_until=start if found is not None else -1)
+    main = group.is_main  # rank 0 alone writes the run folder
+    if main:
+        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        _rewrite_metrics(metrics, config, keep_until=start if found is not None else -1)
     schedule = set(checkpoint_steps(config))
-    if found is None:
+    if found is None and main:
         if config.val_every:
             _append(metrics, {"kind": "val", "step": 0, **_validate(model, samplers["val"],
                                                                     config)})
         save_checkpoint(checkpoint_path(out, 0), step=0, config=config, model=model,
                         optimizer=meta_opt)
     t0 = time.time()
-    bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
+    bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and main),
                desc=config.preset, dynamic_ncols=True)
     for step in range(start, config.steps):
-        m = meta_step(model, meta_opt, samplers["train"].batch(step, config.meta_batch), config)
+        m = meta_step(model, meta_opt, samplers["train"].batch(step, config.meta_batch), config,
+                      group=group if group.distributed else None)
         done = step + 1
-        _check_finite(done, m, model, out)
+        _check_finite(done, m, model, out)  # on every rank: all hold the same numbers
+        if not main:
+            continue
         _append(metrics, {"kind": "train", "step": done, **{k: round(v, 6) for k, v in m.items()},
                           "elapsed_s": round(time.time() - t0, 3)})
         if config.val_every and done % config.val_every == 0:
@@ -268,6 +297,8 @@ def _train(config, out, resuming, found, samplers, device, log, on_step):
         bar.set_postfix(loss=f"{m['post_loss']:.3f}", pre_acc=f"{m['pre_acc']:.3f}",
                         post_acc=f"{m['post_acc']:.3f}", refresh=False)
     bar.close()
+    if not main:
+        return None
     if (out / "state.pt").is_file():
         (out / "state.pt").unlink()  # the last scheduled checkpoint supersedes it
     result = final_evaluation(model, samplers, config, log=log)
@@ -345,12 +376,17 @@ def config_from_args(args) -> MAMLConfig:
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status."""
     args = _parser().parse_args(argv)
+    group = None
     try:
         config = config_from_args(args)
-        train(config, args.out, resume=args.resume, overwrite=args.overwrite)
+        group = ranks(config.device)  # torchrun: one process per rank, else one process
+        train(config, args.out, resume=args.resume, overwrite=args.overwrite, group=group)
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if group is not None:
+            leave(group)
     return 0
 
 

@@ -19,7 +19,7 @@ from .engines.tensors import episode_tensors
 __all__ = ["episode_tensors", "meta_step"]
 
 
-def meta_step(model, meta_opt, episodes, config) -> dict:
+def meta_step(model, meta_opt, episodes, config, group=None) -> dict:
     """One meta-update of ``model`` with ``meta_opt`` on ``episodes`` (a meta-batch).
 
     Parameters
@@ -33,6 +33,10 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
         ``query_y``).
     config : MAMLConfig
         Inner-loop and loss settings, and the ``engine`` that computes the step.
+    group : repscope.training.distributed.Ranks, optional
+        Data-parallel ranks: the engine runs on this rank's share of ``episodes`` and
+        the meta-gradients and metrics are summed over ranks before the one step
+        (:meth:`~repscope.training.distributed.Ranks.meta_step`). Default: one process.
 
     Returns
     -------
@@ -58,4 +62,7 @@ def meta_step(model, meta_opt, episodes, config) -> dict:
     >>> sorted(meta_step(net, opt, eps, cfg))
     ['post_acc', 'post_loss', 'pre_acc', 'pre_loss']
     """
-    return get_engine(config.engine).meta_step(model, meta_opt, episodes, config)
+    step = get_engine(config.engine).meta_step
+    if group is not None and group.distributed:
+        return group.meta_step(step, model, meta_opt, episodes, config)
+    return step(model, meta_opt, episodes, config)

@@ -27,6 +27,12 @@ checkpoints already there are skipped, so an interrupted recording resumes where
 stopped. Each file already there is read whole first (schema and content hash): one that
 is unreadable or corrupt (0 bytes, truncated, a changed byte) is named and recorded
 again, and temporaries that a killed recorder left are removed. ``repscope.probes.open_run(<run>/activations)`` opens the result as one Dataset.
+
+``torchrun --nproc-per-node K -m repscope.training.record -- --run RUN ...`` deals the
+checkpoints still to record out over K processes (checkpoints ``rank, rank + K, ...``);
+each writes its own files into the same folder, so the record is the one a single
+process writes, and an interrupted recording resumes with any K. (The ``--`` ends
+torchrun's options: it would take ``--run`` for its ``--run-path``.)
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from repscope.probes.store import checkpoint_path, clean_stale_temporaries, veri
 
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
+from .distributed import Ranks, leave, ranks
 from .engines import ENGINES, get_engine
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
@@ -257,28 +264,35 @@ def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
             f"({diff or 'run configuration'} differ); record into another --out, or delete it")
 
 
-def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
+def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | None = None) -> Path:
     """Record ``run_dir``'s checkpoints into ``out`` (default ``run_dir/activations``).
 
     Returns the activations folder. Checkpoints already recorded there are skipped.
+    Under ``torchrun``, ``group`` (:func:`repscope.training.distributed.ranks`) deals the
+    checkpoints to record out over the ranks; rank 0 alone logs and checks the folder.
     """
+    group = group or Ranks()
+    log = log if group.is_main else None
     run_dir = Path(run_dir)
     config, saved = load_run(run_dir)
     if not saved:
         raise TrainingError(f"Run {str(run_dir)!r} has no checkpoints yet (checkpoints/step_*.pt)")
     steps = select_checkpoints(rec.checkpoints, list(saved))
     out = Path(out) if out is not None else run_dir / "activations"
-    for path in clean_stale_temporaries(out):
-        if log:
-            log(f"removed {str(path)!r}, a temporary file left by a killed recorder")
-    done = set(existing_checkpoints(out))
-    for step in sorted(done):
-        try:
-            verify_checkpoint(out, step)
-        except ProbeError as exc:
-            done.discard(step)
+    done = set()
+    if group.is_main:  # before any rank writes; every rank then uses rank 0's list
+        for path in clean_stale_temporaries(out):
             if log:
-                log(f"recording checkpoint {step} again: {exc}")
+                log(f"removed {str(path)!r}, a temporary file left by a killed recorder")
+        done = set(existing_checkpoints(out))
+        for step in sorted(done):
+            try:
+                verify_checkpoint(out, step)
+            except ProbeError as exc:
+                done.discard(step)
+                if log:
+                    log(f"recording checkpoint {step} again: {exc}")
+    done = group.broadcast(done)
     todo = [s for s in steps if s not in done]
     if rec.max_inner_step > max(config.inner_steps_eval, 0) and log:
         log(f"note: recording up to inner step {rec.max_inner_step}, beyond the run's "
@@ -302,22 +316,24 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print) -> Path:
         log(f"recording {len(todo)} of {len(steps)} checkpoints ({len(steps) - len(todo)} already "
             f"in {out}); {rec.tasks} tasks x inner steps {list(rec.inner_steps)}, "
             f"{rec.eval_tasks} eval tasks")
-    device = torch.device(rec.device)
+    device = group.device(rec.device)
     if rec.threads:  # 0: torch's default
         torch.set_num_threads(rec.threads)
     model = build_model(config).to(device)
     probe = make_probe(model, rec)
-    bar = todo
-    if rec.progress:
+    mine = group.shard(todo)
+    bar = mine
+    if rec.progress and group.is_main:
         from tqdm import tqdm
-        bar = tqdm(todo, desc="record", unit="ckpt", file=sys.stderr)
+        bar = tqdm(mine, desc="record", unit="ckpt", file=sys.stderr)
     for step in bar:
         load_meta_parameters(model, saved[step])
         ds = record_checkpoint(model, probe, config, rec, tasks, probe_set, eval_episodes, step, run_config)
         # overwrite: a file of this step is there only when it failed verification
         write_checkpoint(out, ds, compress=rec.compress, overwrite=True)
-        if rec.progress:
+        if bar is not mine:
             bar.set_postfix(step=step, acc=f"{np.nanmean(ds['accuracy'].values[..., -1]):.2f}")
+    group.barrier()  # the folder is whole when any rank returns
     return out
 
 
@@ -373,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Command line entry point."""
     args = _parser().parse_args(argv)
+    group = None
     try:
         rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks,
                            inner_steps=args.inner_steps,
@@ -384,11 +401,17 @@ def main(argv=None) -> int:
                            dtype=args.dtype, compress=args.compress, device=args.device,
                            data=args.data, progress=not args.no_progress,
                            threads=args.threads, engine=args.engine)
-        out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr))
+        group = ranks(rec.device)  # torchrun: one process per rank, else one process
+        out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr),
+                         group=group)
     except (TrainingError, ProbeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"activations in {out}")
+    finally:
+        if group is not None:
+            leave(group)
+    if group.is_main:
+        print(f"activations in {out}")
     return 0
 
 

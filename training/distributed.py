@@ -1,0 +1,208 @@
+"""Data-parallel meta-training and recording over ``torch.distributed`` ranks.
+
+Started by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous address), :func:`ranks` joins the process group (gloo on CPU, NCCL on GPU,
+one GPU per local rank) and returns a :class:`Ranks`; started without it, the same
+object describes one process and calls nothing in :mod:`torch.distributed`, so the
+single-process path is the old one unchanged.
+
+What the ranks share:
+
+* meta-training (:func:`repscope.training.meta.meta_step`): every rank builds the whole
+  meta-batch (episodes are a pure function of ``(seed, step)``) and runs the engine on
+  its own share (:meth:`Ranks.shard`: tasks ``rank, rank + K, ...``) with the
+  optimiser's step held back; :meth:`Ranks.meta_step` weights the share's mean
+  meta-gradient and metrics by its size, sums them over ranks
+  (:meth:`Ranks.reduce_gradients`), clips, and every rank takes the same Adam step.
+  The result is the one-process result up to the order of a float sum, with either
+  engine.
+* recording (:mod:`repscope.training.record`): checkpoints are dealt out the same way,
+  each rank writing its own ``checkpoint_XXXXXXXX.nc`` files.
+* files: rank 0 alone writes run files; :meth:`Ranks.broadcast` hands its decisions
+  (resume or not, which checkpoints are already recorded) to the others.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import TrainingError
+from .options import check_device
+
+__all__ = ["Ranks", "ranks", "leave"]
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among ``size`` data-parallel ranks.
+
+    Examples
+    --------
+    >>> one = Ranks(rank=0, size=1)
+    >>> one.is_main, one.shard(["a", "b", "c"])
+    (True, ['a', 'b', 'c'])
+    >>> Ranks(rank=1, size=2).shard(["a", "b", "c"])
+    ['b']
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the one process that writes run files and logs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def shard(self, items: Sequence) -> list:
+        """This rank's share of ``items``: items ``rank, rank + size, ...``."""
+        return list(items)[self.rank::self.size]
+
+    def device(self, name: str) -> torch.device:
+        """The device of this rank for a configured device name (``cuda``: one GPU per local rank)."""
+        if name == "cuda" and self.distributed:
+            return torch.device("cuda", self.local_rank)
+        return torch.device(name)
+
+    def reduce_gradients(self, params: Sequence[torch.Tensor], sums: dict) -> dict:
+        """Sum ``.grad`` of ``params`` and the numbers in ``sums`` over ranks, in place.
+
+        A parameter that got no gradient on any rank keeps ``.grad = None`` (so the
+        optimiser skips it exactly as in one process). Returns the summed ``sums``.
+        """
+        if not self.distributed:
+            return sums
+        import torch.distributed as dist
+
+        params = list(params)
+        ref = params[0]
+        flat = [p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1)
+                for p in params]
+        had = torch.tensor([p.grad is not None for p in params], dtype=ref.dtype, device=ref.device)
+        keys = list(sums)
+        extra = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=ref.device)
+        buf = torch.cat(flat + [had])
+        dist.all_reduce(buf)
+        dist.all_reduce(extra)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = buf[offset:offset + n].view_as(p).clone()
+            offset += n
+        for p, h in zip(params, buf[offset:].tolist()):
+            if h == 0:
+                p.grad = None
+        return {k: float(v) for k, v in zip(keys, extra.tolist())}
+
+    def meta_step(self, step_fn, model, meta_opt, episodes, config) -> dict:
+        """One data-parallel meta-update: ``step_fn`` (an engine's meta-step) on this
+        rank's share, meta-gradients and metrics summed over ranks, one optimiser step.
+
+        Needs at least one episode per rank.
+        """
+        mine = self.shard(episodes)
+        if not mine:
+            raise TrainingError(f"{self.size} processes for a meta-batch of {len(episodes)} tasks: "
+                                "every process needs a task. Use at most --meta-batch processes")
+        weight = len(mine) / len(episodes)
+        local = dataclasses.replace(config, meta_clip=None)  # clip the sum, not a share
+        metrics = step_fn(model, _HeldStep(meta_opt), mine, local)
+        params = list(model.parameters())
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(weight)
+        metrics = self.reduce_gradients(params, {k: v * weight for k, v in metrics.items()})
+        if config.meta_clip is not None:
+            torch.nn.utils.clip_grad_value_(params, config.meta_clip)
+        meta_opt.step()
+        return metrics
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank (picklable objects)."""
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def check(self, error: Exception | None) -> None:
+        """Raise rank 0's ``error`` (a :class:`TrainingError` or None) on every rank."""
+        message = self.broadcast(None if error is None else str(error))
+        if message is not None:
+            raise TrainingError(message)
+
+
+class _HeldStep:
+    """An optimiser whose ``step`` waits: the step is taken once the ranks' gradients are summed."""
+
+    def __init__(self, optimizer):
+        self._optimizer = optimizer
+
+    def step(self, closure=None):
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
+
+
+def ranks(device: str = "cpu") -> Ranks:
+    """Join the ``torchrun`` process group, if this process was started by ``torchrun``.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        gloo for ``cpu``, NCCL for ``cuda`` (each local rank takes GPU ``LOCAL_RANK``).
+
+    Returns
+    -------
+    Ranks
+        ``Ranks(0, 1)`` without ``torchrun`` (or with one process): nothing is initialised.
+
+    Examples
+    --------
+    >>> "WORLD_SIZE" in os.environ or ranks("cpu") == Ranks(rank=0, size=1)
+    True
+    """
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return Ranks()
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    check_device(device)
+    if device == "cuda":
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    return Ranks(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)
+
+
+def leave(group: Ranks) -> None:
+    """Leave the process group that :func:`ranks` joined (nothing for one process).
+
+    Examples
+    --------
+    >>> leave(Ranks())  # one process: no group to leave
+    """
+    if group.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
