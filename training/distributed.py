@@ -205,4 +205,8 @@ def leave(group: Ranks) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # every rank arrives before any tears down: a rank that destroyed the group
+            # while another still ran its last collective aborted in gloo's threads
+            # ("terminate called without an active exception")
+            dist.barrier()
             dist.destroy_process_group()
