@@ -26,7 +26,7 @@ from torch.func import functional_call
 
 from ..inner import adapted_parameter_names
 from .network import batched_forward
-from .tensors import stack_episodes
+from .tensors import accuracy as _accuracy, stack_episodes
 
 __all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt",
            "batched_evaluate", "batched_adapt_tasks", "TaskNetwork"]
@@ -85,11 +85,6 @@ def _inner_steps(model, fast, sx, sy, config, steps, names, create_graph, on_sup
     if not create_graph:
         fast = {n: (v.detach() if n in names else v) for n, v in fast.items()}
     return fast
-
-
-def _accuracy(logits, labels):
-    """Accuracy per task ``(T,)``."""
-    return (logits.argmax(dim=-1) == labels).double().mean(dim=-1)
 
 
 def batched_meta_step(model, meta_opt, episodes, config) -> dict:

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ..inner import _inner_loop, adapt, task_loss
-from .tensors import episode_tensors
+from .tensors import accuracy, episode_tensors
 
 __all__ = ["higher_meta_step", "higher_evaluate", "higher_adapt_tasks", "PatchedNetwork"]
 
 
 def _accuracy(logits, labels) -> float:
-    return (logits.argmax(dim=1) == labels).float().mean().item()
+    return accuracy(logits, labels).item()
 
 
 def higher_meta_step(model, meta_opt, episodes, config) -> dict:
@@ -110,7 +110,7 @@ def higher_evaluate(model, episodes, config, steps) -> np.ndarray:
         row = []
         for _, fmodel in adapt(model, sx, sy, config, steps, track_higher_grads=False):
             with torch.no_grad():
-                row.append((fmodel(qx).argmax(dim=1) == qy).double().mean().item())
+                row.append(_accuracy(fmodel(qx), qy))
         rows.append(row)
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), steps + 1)
 

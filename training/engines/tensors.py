@@ -39,3 +39,14 @@ def stack_episodes(episodes, device="cpu", dtype=torch.float32):
     """
     parts = list(zip(*(episode_tensors(e, "cpu", dtype) for e in episodes)))
     return tuple(torch.stack(p).to(device) for p in parts)
+
+
+def accuracy(logits, labels):
+    """Share of correct argmax predictions over the last dim: one value per task.
+
+    Examples
+    --------
+    >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0])).item()
+    0.5
+    """
+    return (logits.argmax(dim=-1) == labels).double().mean(dim=-1)
