@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from repscope.probes.store import clean_stale_temporaries, remove_recordings, verify_checkpoint
+from repscope.probes.store import remove_recordings, verify_checkpoint
 
-from .checkpoint import atomic_write_text
+from ..probes.files import atomic_write_text, clean_stale_temporaries
 from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError

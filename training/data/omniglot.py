@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from repscope.training.data.fetch import atomic_path, check_zip, file_digest, member_problem, open_zip
+from ...probes.files import atomic_path
+from repscope.training.data.fetch import check_zip, file_digest, member_problem, open_zip
 from repscope.training.data.paths import cache_dir
 from repscope.training.data.preprocess import decode_png, preprocess_omniglot, RESAMPLE_MODES
 from repscope.training.data.sources import OMNIGLOT_FILES, locate
