@@ -60,7 +60,7 @@ from .evaluate import evaluate_tasks
 from .meta import episode_tensors
 from .model import build_model
 from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
-from .reduction import PAPER_REDUCE, parse_reduce
+from .reduce_option import PAPER_REDUCE, parse_reduce
 from .tasks import task_samplers
 
 __all__ = ["RecordConfig", "select_checkpoints", "analysis_tasks", "record_run", "main"]

@@ -45,7 +45,7 @@ from .errors import DataError, TrainingError
 from .model import Conv4
 from .options import (THREADS_HELP, check_choice, check_device, check_int, check_positive,
                       check_threads)
-from .reduction import PAPER_REDUCE, parse_reduce
+from .reduce_option import PAPER_REDUCE, parse_reduce
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
