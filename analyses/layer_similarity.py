@@ -75,7 +75,10 @@ def grid_with_partners(steps: int, every: int, gap: int, late_from: int) -> str:
     return ",".join(str(c) for c in sorted(grid | {c - gap for c in grid if c >= late_from}))
 
 
-PRESETS = {
+#: What each ``--preset`` of this command runs: the training presets of
+#: :data:`repscope.training.config.PRESETS` it trains (``maml``), the options it records them
+#: with (``record``) and the analysis settings it changes (``analysis``).
+REPRODUCTIONS = {
     "quick": {"maml": ["quick"], "record": ["--checkpoints", "all", "--tasks", "8",
                                             "--inner-steps", "0,1,5,10", "--eval-tasks", "100"]},
     # The training preset "medium" (repscope.training.config): 2400 steps, a checkpoint every
@@ -98,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Without --run/--maml-run/--mnist-run the preset's runs are trained and recorded "
                "first (each stage skipped when its output exists). See the module docstring.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+    p.add_argument("--preset", choices=sorted(REPRODUCTIONS), default="quick",
                    help="quick: CPU minutes (MAML 'quick' preset: 1 inner step, 8 tasks); medium: the "
                         "paper's regime (20-way 1-shot, 5 inner steps, second order) sized for 2 CPU "
                         "cores (run time in docs/guide/reproducing.rst); paper: the full reproduction "
@@ -222,7 +225,7 @@ def _data_args(args) -> list[str]:
 
 def _train_and_record(args) -> tuple[list[Path], Path]:
     """Run the preset's stages whose outputs are missing; return the run folders."""
-    preset = PRESETS[args.preset]
+    preset = REPRODUCTIONS[args.preset]
     data = _data_args(args)
     dev = ["--device", args.device] if args.device else []
     runs = []
@@ -339,7 +342,7 @@ def main(argv=None) -> int:
             files = redraw(args.results, tuple(f.strip() for f in args.formats.split(",") if f.strip()))
             print(f"[layer_similarity] redrew {len(files)} files under {args.results}")
             return 0
-        preset = PRESETS[args.preset].get("analysis", {})
+        preset = REPRODUCTIONS[args.preset].get("analysis", {})
         fig_measures = {**AnalysisConfig().figure_measures,
                         **{k: tuple(m.strip() for m in v.split(",") if m.strip())
                            for k, v in _per_figure(args.figure_measures, "--figure-measures").items()}}

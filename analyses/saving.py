@@ -1,34 +1,19 @@
 """Atomic writes of results: netCDF, figures (PNG + PDF) and text.
 
-Every file is written under a temporary name in the target folder, then renamed, so
-nothing half-written survives a crash.
+Every file is written through :func:`repscope.probes.files.atomic_path` (a temporary in
+the target folder, flushed, renamed), so nothing half-written survives a crash.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import xarray as xr
 from matplotlib.figure import Figure
 
-from repscope.analyses.errors import AnalysisError
+from ..probes.files import atomic_write, atomic_write_text
+from .errors import AnalysisError
 
 __all__ = ["save_netcdf", "load_netcdf", "save_figure", "save_text"]
-
-
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_netcdf(obj: xr.Dataset | xr.DataArray, path) -> Path:
@@ -43,7 +28,7 @@ def save_netcdf(obj: xr.Dataset | xr.DataArray, path) -> Path:
     """
     ds = obj.to_dataset(name=obj.name or "value") if isinstance(obj, xr.DataArray) else obj
     ds = ds.compute()  # results are small; a lazy one is read here, not by cluster workers
-    return _atomic(path, lambda tmp: ds.to_netcdf(tmp))
+    return atomic_write(path, lambda tmp: ds.to_netcdf(tmp))
 
 
 def load_netcdf(path) -> xr.Dataset:
@@ -58,10 +43,10 @@ def load_netcdf(path) -> xr.Dataset:
 def save_figure(fig: Figure, stem, formats=("png", "pdf"), dpi: int = 150) -> list[Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically)."""
     stem = Path(stem)
-    return [_atomic(stem.with_suffix(f".{fmt}"), lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
+    return [atomic_write(stem.with_suffix(f".{fmt}"), lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
             for fmt in formats]
 
 
 def save_text(text: str, path) -> Path:
     """Write text atomically."""
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return atomic_write_text(path, text)

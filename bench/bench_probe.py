@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from repscope.probes import Probe, open_run, write_checkpoint
-from repscope.probes.store import content_hash
+from repscope.probes.store import record_hash
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "head"]
@@ -159,7 +159,7 @@ def bench_read(net, x, names, labels, repeats):
         for _ in range(repeats):                # interleaved: read (with check), hash alone
             reads.append(_timed(lambda: open_run(folder), "cpu"))
             loaded = open_run(folder)
-            hashes.append(_timed(lambda: content_hash(loaded), "cpu"))
+            hashes.append(_timed(lambda: record_hash(loaded), "cpu"))
     read, check = statistics.median(reads), statistics.median(hashes)
     print(f"netCDF read (open_run, hash checked): {mb:.1f} MB in {read * 1e3:.0f} ms = "
           f"{mb / read:.0f} MB/s; the content_sha256 check {check * 1e3:.0f} ms of it "

@@ -1,24 +1,26 @@
-"""netCDF storage of activation records: one file per checkpoint in a run folder.
+"""netCDF storage of activation records: one activation file per checkpoint in a folder.
 
-A run folder (``runs/NAME/activations``) holds ``checkpoint_XXXXXXXX.nc`` files, one per
-training step, so a recorder grows the run checkpoint by checkpoint while holding one
-checkpoint's activations at a time. Every file is written under a temporary name in the
-same folder, flushed to disk, then renamed: a crash leaves either the old file or the
-new one, never half a file. :func:`open_run` reads the folder back as one Dataset,
-validated against the schema.
+A run's activations folder (``runs/NAME/activations``) holds ``checkpoint_XXXXXXXX.nc``
+activation files, one per recorded training step (:func:`activation_file_path`), so a
+recorder grows the run checkpoint by checkpoint while holding one checkpoint's
+activations at a time. (The training states those steps were recorded from are the
+``.pt`` files of :mod:`repscope.training.checkpoint`.) Every file is written through
+:func:`repscope.probes.files.atomic_path`: a crash leaves either the old file or the new
+one, never half a file. :func:`open_run` reads the folder back as one Dataset, validated
+against the schema.
 
 netCDF has no half-precision type: float16 layers are written as float32 (exact) with
 the attribute ``repscope_dtype = "float16"`` and turned back into float16 on reading.
 
 Every file carries the dataset attribute ``content_sha256``: a SHA-256 of its variables
-and coordinates as stored (see :func:`content_hash`), checked whenever the file is read,
+and coordinates as stored (see :func:`record_hash`), checked whenever the file is read,
 so a byte changed on disk is an error that names the file, never a silently different
 number. Files written before the hash existed (no such attribute) are read without the
 check. The attribute describes the file, so :func:`open_run` drops it.
 
 A SIGKILL between writing a temporary ``.NAME.tmp-PID`` and renaming it leaves the
-temporary behind; :func:`clean_stale_temporaries` removes those of processes that no
-longer run (:func:`open_run` does so and warns).
+temporary behind; :func:`repscope.probes.files.clean_stale_temporaries` removes those of
+processes that no longer run (:func:`open_run` does so and warns).
 """
 from __future__ import annotations
 
@@ -33,65 +35,15 @@ import numpy as np
 import xarray as xr
 
 from .errors import ProbeError
+from .files import atomic_write, clean_stale_temporaries
 from .schema import validate
 
 _PATTERN = re.compile(r"^checkpoint_(-?\d+)\.nc$")
 _DTYPE_ATTR = "repscope_dtype"
 _HASH_ATTR = "content_sha256"
-_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")
 _FIX = ("Delete it and record that checkpoint again (python -m repscope.training.record "
         "re-records missing files), or restore it from a backup")
 PathLike = Union[str, os.PathLike]
-
-
-def temporary_path(final: PathLike) -> Path:
-    """The temporary name a write to ``final`` goes through: ``.NAME.tmp-PID``.
-
-    Examples
-    --------
-    >>> import os
-    >>> temporary_path("runs/x/state.pt").name == f".state.pt.tmp-{os.getpid()}"
-    True
-    """
-    final = Path(final)
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def clean_stale_temporaries(folder: PathLike) -> list[Path]:
-    """Delete ``.NAME.tmp-PID`` files in ``folder`` whose process is gone; return them.
-
-    Temporaries of running processes (a concurrent writer) are left alone. A missing
-    folder holds none.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp())
-    >>> _ = (d / ".checkpoint_00000005.nc.tmp-999999999").write_bytes(b"half a file")
-    >>> _ = temporary_path(d / "live.nc").write_bytes(b"being written")  # this process
-    >>> [p.name for p in clean_stale_temporaries(d)], len(list(d.iterdir()))
-    (['.checkpoint_00000005.nc.tmp-999999999'], 1)
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for path in sorted(folder.iterdir()):
-        m = _TEMPORARY.match(path.name)
-        if m and path.is_file() and not _alive(int(m.group(1))):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def remove_recordings(folder: PathLike) -> list[Path]:
@@ -114,7 +66,7 @@ def remove_recordings(folder: PathLike) -> list[Path]:
     folder = Path(folder)
     removed = clean_stale_temporaries(folder)
     for step in existing_checkpoints(folder):
-        path = checkpoint_path(folder, step)
+        path = activation_file_path(folder, step)
         path.unlink(missing_ok=True)
         removed.append(path)
     if folder.is_dir() and not any(folder.iterdir()):
@@ -122,8 +74,11 @@ def remove_recordings(folder: PathLike) -> list[Path]:
     return removed
 
 
-def content_hash(ds: xr.Dataset) -> str:
-    """SHA-256 (hex) of ``ds``'s variables and coordinates, as stored in a file.
+def record_hash(ds: xr.Dataset) -> str:
+    """SHA-256 (hex) of an activation record's variables and coordinates, as stored in a file.
+
+    Stored in each activation file as ``content_sha256`` and checked on reading. (The
+    hash of a ``.pt`` training state is :func:`repscope.training.checkpoint.state_hash`.)
 
     Each variable counts with its name, dims, dtype, shape and bytes (text arrays by
     their strings, NaNs in one canonical form), in name order; attributes do not count.
@@ -132,9 +87,9 @@ def content_hash(ds: xr.Dataset) -> str:
     --------
     >>> import numpy as np, xarray as xr
     >>> a = xr.Dataset({"v": ("x", np.array([1.0, np.nan]))}, coords={"x": ["p", "q"]})
-    >>> len(content_hash(a)), content_hash(a) == content_hash(a.copy(deep=True))
+    >>> len(record_hash(a)), record_hash(a) == record_hash(a.copy(deep=True))
     (64, True)
-    >>> content_hash(a) == content_hash(a.assign(v=("x", np.array([1.0, 2.0]))))
+    >>> record_hash(a) == record_hash(a.assign(v=("x", np.array([1.0, 2.0]))))
     False
     """
     h = hashlib.sha256()
@@ -152,12 +107,15 @@ def content_hash(ds: xr.Dataset) -> str:
     return h.hexdigest()
 
 
-def checkpoint_path(folder: PathLike, checkpoint: int) -> Path:
-    """File that holds ``checkpoint`` in a run folder.
+def activation_file_path(folder: PathLike, checkpoint: int) -> Path:
+    """The activation file that holds ``checkpoint`` in an activations folder.
+
+    (The ``.pt`` training state of a step is
+    :func:`repscope.training.checkpoint.training_state_path`.)
 
     Examples
     --------
-    >>> checkpoint_path("runs/x/activations", 2000).name
+    >>> activation_file_path("runs/x/activations", 2000).name
     'checkpoint_00002000.nc'
     """
     return Path(folder) / f"checkpoint_{int(checkpoint):08d}.nc"
@@ -192,24 +150,6 @@ def _encoding(ds: xr.Dataset, compress: bool, complevel: int) -> tuple[xr.Datase
             ds[name].attrs[_DTYPE_ATTR] = "float16"
         encoding[name] = enc
     return ds, encoding
-
-
-def _atomic_write(ds: xr.Dataset, final: Path, encoding: dict) -> None:
-    tmp = temporary_path(final)
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False,
@@ -267,12 +207,12 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
             )
     written = []
     for i, step in enumerate(steps):
-        final = checkpoint_path(folder, step)
+        final = activation_file_path(folder, step)
         one = ds if len(steps) == 1 else ds.isel(checkpoint=[i])   # no copy for one
         one, encoding = _encoding(one, compress, complevel)
-        one.attrs = {**one.attrs, _HASH_ATTR: content_hash(one)}
+        one.attrs = {**one.attrs, _HASH_ATTR: record_hash(one)}
         try:
-            _atomic_write(one, final, encoding)
+            atomic_write(final, lambda tmp: one.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
         except (OSError, RuntimeError, ValueError, TypeError) as err:
             raise ProbeError(f"Writing checkpoint {step} to {final} failed: {err}") from err
         written.append(final)
@@ -296,7 +236,7 @@ def _read(path: Path, chunks: Optional[dict] = None) -> xr.Dataset:
                              f"some of {sorted(map(str, ds.dims))}")
         ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
     stored = ds.attrs.pop(_HASH_ATTR, None)
-    if stored is not None and content_hash(ds) != stored:
+    if stored is not None and record_hash(ds) != stored:
         raise ProbeError(f"Activation file {path} is corrupt: its content does not match the "
                          f"SHA-256 recorded when it was written ({str(stored)[:16]}...), so "
                          f"some bytes changed on disk. {_FIX}")
@@ -333,13 +273,13 @@ def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
     --------
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> _ = checkpoint_path(folder, 3).write_bytes(b"")
+    >>> _ = activation_file_path(folder, 3).write_bytes(b"")
     >>> verify_checkpoint(folder, 3)
     Traceback (most recent call last):
     ...
     repscope.probes.errors.ProbeError: Could not read activation file .../checkpoint_00000003.nc (...): it is truncated or not a netCDF file. Delete it and record that checkpoint again ...
     """
-    path = checkpoint_path(folder, checkpoint)
+    path = activation_file_path(folder, checkpoint)
     found = _read(path)["checkpoint"].values.tolist()
     if found != [int(checkpoint)]:
         raise ProbeError(f"{path} holds checkpoints {found}, expected [{int(checkpoint)}]. {_FIX}")
@@ -415,19 +355,19 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
         raise ProbeError(f"Checkpoints {missing} are not stored in {folder}. Stored: {stored}")
     if chunks is not None:
         _check_chunks(chunks)
-    parts = [_read(checkpoint_path(folder, step), chunks) for step in wanted]
+    parts = [_read(activation_file_path(folder, step), chunks) for step in wanted]
     first = parts[0]
     for step, part in zip(wanted, parts):
         if part["checkpoint"].values.tolist() != [step]:
             raise ProbeError(
-                f"{checkpoint_path(folder, step)} holds checkpoints "
+                f"{activation_file_path(folder, step)} holds checkpoints "
                 f"{part['checkpoint'].values.tolist()}, expected [{step}]."
             )
         for attr in ("schema_version", "layers", "config"):
             if part.attrs[attr] != first.attrs[attr]:
                 raise ProbeError(
-                    f"Attribute {attr!r} of {checkpoint_path(folder, step)} differs from that of "
-                    f"{checkpoint_path(folder, wanted[0])}: files from different runs in one folder?"
+                    f"Attribute {attr!r} of {activation_file_path(folder, step)} differs from that of "
+                    f"{activation_file_path(folder, wanted[0])}: files from different runs in one folder?"
                 )
     if len(parts) == 1:
         return first

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from repscope.training.checkpoint import (checkpoint_path, load_checkpoint, load_meta_parameters,
-                                 load_run, save_checkpoint)
+from repscope.training.checkpoint import (load_checkpoint, load_meta_parameters, load_run,
+                                          save_checkpoint, training_state_path)
 from repscope.training.config import get_preset
 from repscope.training.errors import TrainingError
 from repscope.training.maml import main, train
@@ -101,7 +101,7 @@ def _saved(tmp_path):
     torch.manual_seed(3)
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters())
-    return cfg, model, save_checkpoint(checkpoint_path(tmp_path, 12), step=12, config=cfg,
+    return cfg, model, save_checkpoint(training_state_path(tmp_path, 12), step=12, config=cfg,
                                        model=model, optimizer=opt)
 
 

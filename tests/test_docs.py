@@ -45,7 +45,6 @@ KNOWN_WITHOUT_EXAMPLES = frozenset({
     "repscope.analyses.saving.save_figure",
     "repscope.analyses.saving.save_text",
     "repscope.probes.probe.Recording",
-    "repscope.training.checkpoint.atomic_write_text",
     "repscope.training.checkpoint.latest_resumable",
     "repscope.training.checkpoint.load_checkpoint",
     "repscope.training.checkpoint.load_meta_parameters",

@@ -276,7 +276,7 @@ def test_damaged_state_is_passed_over_and_the_run_resumes_exactly(reference, tmp
 @pytest.mark.parametrize("how", _ways("netcdf"))
 def test_damaged_record_is_refused_then_recorded_again(reference, tmp_path, how):
     acts = _copy(reference["acts"], tmp_path / "acts")
-    victim = probes.store.checkpoint_path(acts, 4)
+    victim = probes.store.activation_file_path(acts, 4)
     values = probes.open_run(reference["acts"])["conv1"].sel(checkpoint=4).values
     _damage(victim, how, _needle(values.astype(np.float32)))
     with pytest.raises(ProbeError, match=r"checkpoint_00000004\.nc.*Delete it"):

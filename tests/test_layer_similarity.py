@@ -38,7 +38,7 @@ def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys)
     assert "supervised MNIST control" in text.lower() or "Supervised MNIST control" in text
     assert "F2 (exact, gap 250 steps): **supported**" in text  # the record is built for the claims
     assert "scale-relative: 250/60000 of this run's 3000 steps" in text
-    assert not list(out.rglob(".*.tmp"))  # atomic writes leave no temporaries
+    assert not list(out.rglob(".*.tmp-*"))  # atomic writes leave no temporaries
     cfg = load_netcdf(out / "quick" / "fig1a.nc").attrs["analysis_config"]
     assert '"rdm_method": "correlation"' in cfg
 
@@ -105,7 +105,7 @@ def test_medium_preset_records_saved_checkpoints_at_the_scaled_gaps():
 
     cfg = get_preset("medium")
     assert (cfg.n_way, cfg.k_shot, cfg.inner_steps, cfg.first_order) == (20, 1, 5, False)
-    rec = layer_similarity.PRESETS["medium"]["record"]
+    rec = layer_similarity.REPRODUCTIONS["medium"]["record"]
     ck = [int(c) for c in rec[rec.index("--checkpoints") + 1].split(",")]
     assert set(ck) <= set(checkpoint_steps(cfg)) and ck[-1] == cfg.steps
     for gap in (scaled_gap(1000, cfg.steps), scaled_gap(10000, cfg.steps)):

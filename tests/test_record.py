@@ -126,7 +126,7 @@ def test_cli_rerecords_a_corrupt_file_and_names_it(tiny_run, recorded, tmp_path,
     assert main(args) == 0
     capsys.readouterr()
     for step, damage in ((0, lambda b: b""), (2, lambda b: b[: len(b) // 2])):
-        path = probes.store.checkpoint_path(tmp_path / "acts", step)
+        path = probes.store.activation_file_path(tmp_path / "acts", step)
         path.write_bytes(damage(path.read_bytes()))
     assert main(args) == 0
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ from repscope.training.errors import TrainingError
 from repscope.training.maml import train
 from repscope.training.record import RecordConfig, record_run
 from repscope.training.record import main as record_main
-from repscope.training.reduction import parse_reduce
+from repscope.training.reduce_option import parse_reduce
 from repscope.training.supervised import SupervisedConfig
 from repscope.training.tasks import task_samplers
 

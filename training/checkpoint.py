@@ -1,7 +1,7 @@
-"""Checkpoints of a MAML run: atomic writes, safe loads, exact resume state.
+"""Checkpoints of a MAML run (``.pt`` training states): atomic writes, safe loads, exact resume.
 
-A checkpoint is a dict saved with :func:`torch.save` and read back with
-``torch.load(..., weights_only=True)``:
+A checkpoint here is a training state: a dict saved with :func:`torch.save` and read back
+with ``torch.load(..., weights_only=True)``:
 
 ``format`` (``"repscope.maml.checkpoint"``), ``format_version`` (1), ``step`` (meta-updates
 done), ``config`` (the resolved :class:`~repscope.training.config.MAMLConfig` as a dict),
@@ -13,17 +13,18 @@ in the weights is an error that names the file instead of a resumed run on damag
 weights. Checkpoints written before the hash existed have no ``content_sha256`` and
 load without the check.
 
-Files are written to a temporary name in the same folder (``.NAME.tmp-PID``), flushed
-to disk, and renamed with :func:`os.replace`, so a crash never leaves a half-written
-checkpoint under the final name; temporaries of killed processes are removed by
-:func:`clean_run_folder` when the run is next trained. Run folder layout: ``config.json``, ``checkpoints/step_XXXXXXXX.pt`` (the
-schedule), ``state.pt`` (the latest resumable state, refreshed every
-``config.state_every`` steps), ``metrics.jsonl``, ``validation.jsonl``,
-``evaluation.json``.
+Files are written through :func:`repscope.probes.files.atomic_path` (a temporary
+``.NAME.tmp-PID`` in the same folder, flushed to disk, renamed), so a crash never leaves
+a half-written state under the final name; temporaries of killed processes are removed
+by :func:`clean_run_folder` when the run is next trained. The activations recorded from
+these states are a different kind of file (``activations/checkpoint_XXXXXXXX.nc``,
+:mod:`repscope.probes.store`). Run folder layout: ``config.json``,
+``checkpoints/step_XXXXXXXX.pt`` (the schedule, :func:`training_state_path`),
+``state.pt`` (the latest resumable state, refreshed every ``config.state_every`` steps),
+``metrics.jsonl``, ``validation.jsonl``, ``evaluation.json``.
 """
 import hashlib
 import json
-import os
 import random
 import re
 from pathlib import Path
@@ -31,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repscope.probes.store import clean_stale_temporaries, temporary_path
+from ..probes.files import atomic_path, clean_stale_temporaries
 
 from .config import MAMLConfig
 from .errors import TrainingError
 
-__all__ = ["FORMAT", "checkpoint_path", "save_checkpoint", "load_checkpoint", "load_run",
+__all__ = ["FORMAT", "training_state_path", "save_checkpoint", "load_checkpoint", "load_run",
            "load_meta_parameters", "rng_state", "set_rng_state", "latest_resumable",
-           "atomic_write_text", "content_hash", "clean_run_folder"]
+           "state_hash", "clean_run_folder"]
 
 FORMAT = "repscope.maml.checkpoint"
 FORMAT_VERSION = 1
@@ -48,33 +49,15 @@ _FIX = ("Delete it (training resumes from an older state and writes it again; re
         "skips it), or restore it from a backup")
 
 
-def checkpoint_path(run_dir, step: int) -> Path:
-    """``run_dir/checkpoints/step_XXXXXXXX.pt``.
+def training_state_path(run_dir, step: int) -> Path:
+    """The scheduled training state of ``step``: ``run_dir/checkpoints/step_XXXXXXXX.pt``.
 
     Examples
     --------
-    >>> checkpoint_path("runs/quick", 250).as_posix()
+    >>> training_state_path("runs/quick", 250).as_posix()
     'runs/quick/checkpoints/step_00000250.pt'
     """
     return Path(run_dir) / "checkpoints" / f"step_{int(step):08d}.pt"
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(text)
-        _fsync_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _feed(h, obj) -> None:
@@ -95,8 +78,8 @@ def _feed(h, obj) -> None:
         h.update(f"V{obj!r}".encode())
 
 
-def content_hash(payload: dict) -> str:
-    """SHA-256 of a checkpoint's entries other than ``content_sha256`` (hex).
+def state_hash(payload: dict) -> str:
+    """SHA-256 of a training state's entries other than ``content_sha256`` (hex).
 
     Tensors count with their dtype, shape and bytes; containers and plain values with
     their ``repr``; dict entries in key order, so the hash does not depend on insertion
@@ -105,10 +88,10 @@ def content_hash(payload: dict) -> str:
     Examples
     --------
     >>> import torch
-    >>> a = content_hash({"step": 1, "w": torch.zeros(2)})
-    >>> a == content_hash({"w": torch.zeros(2), "step": 1}), len(a)
+    >>> a = state_hash({"step": 1, "w": torch.zeros(2)})
+    >>> a == state_hash({"w": torch.zeros(2), "step": 1}), len(a)
     (True, 64)
-    >>> a == content_hash({"step": 1, "w": torch.tensor([0.0, 1e-45])})
+    >>> a == state_hash({"step": 1, "w": torch.tensor([0.0, 1e-45])})
     False
     """
     h = hashlib.sha256()
@@ -186,25 +169,20 @@ def save_checkpoint(path, *, step: int, config: MAMLConfig, model, optimizer) ->
     >>> net = build_model(cfg)
     >>> opt = torch.optim.Adam(net.parameters())
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     p = save_checkpoint(checkpoint_path(d, 0), step=0, config=cfg, model=net, optimizer=opt)
+    ...     p = save_checkpoint(training_state_path(d, 0), step=0, config=cfg, model=net, optimizer=opt)
     ...     load_checkpoint(p)["step"]
     0
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
         "config": config.to_dict(), "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "rng": rng_state(),
         "versions": _versions(),
     }
-    payload[_HASH] = content_hash(payload)
-    tmp = temporary_path(path)
-    try:
+    payload[_HASH] = state_hash(payload)
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        _fsync_replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -237,7 +215,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     missing = [k for k in ("step", "config", "model", "optimizer", "rng") if k not in ckpt]
     if missing:
         raise TrainingError(f"Checkpoint {str(path)!r} lacks the entries {missing}")
-    if _HASH in ckpt and content_hash(ckpt) != ckpt[_HASH]:
+    if _HASH in ckpt and state_hash(ckpt) != ckpt[_HASH]:
         raise TrainingError(
             f"Checkpoint {str(path)!r} is corrupt: its content does not match the SHA-256 "
             f"recorded when it was written ({ckpt[_HASH][:16]}...), so some bytes changed on "

@@ -44,6 +44,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .data.omniglot import ARCHIVE_SETS, BACKGROUND_ARCHIVES
 from .engines import ENGINES
 from .errors import TrainingError
 from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_positive
@@ -53,9 +54,8 @@ __all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONV
 
 LOSS_CONVENTIONS = ("sum_over_k", "mean")
 DATASETS = ("omniglot", "miniimagenet")
-SMALL_ARCHIVES = ("images_background_small1", "images_background_small2")
-FULL_ARCHIVES = ("images_background", "images_evaluation")
-BACKGROUND_ARCHIVES = ("images_background",) + SMALL_ARCHIVES
+SMALL_ARCHIVES = ARCHIVE_SETS["small"]
+FULL_ARCHIVES = ARCHIVE_SETS["all"]
 
 # Fields that may differ between a run and its --resume (they do not change results).
 RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads", "engine")

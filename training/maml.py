@@ -46,10 +46,10 @@ from typing import get_args
 
 import torch
 
-from repscope.probes.store import remove_recordings
-
-from .checkpoint import (atomic_write_text, checkpoint_path, clean_run_folder, latest_resumable,
-                         load_checkpoint, load_run, save_checkpoint, set_rng_state)
+from ..probes.files import atomic_write_text
+from ..probes.store import remove_recordings
+from .checkpoint import (clean_run_folder, latest_resumable, load_checkpoint, load_run,
+                         save_checkpoint, set_rng_state, training_state_path)
 from .distributed import Ranks, leave, ranks
 from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
 from .errors import TrainingError
@@ -266,7 +266,7 @@ def _train(config, out, resuming, found, samplers, device, log, on_step, group):
         if config.val_every:
             _append(metrics, {"kind": "val", "step": 0, **_validate(model, samplers["val"],
                                                                     config)})
-        save_checkpoint(checkpoint_path(out, 0), step=0, config=config, model=model,
+        save_checkpoint(training_state_path(out, 0), step=0, config=config, model=model,
                         optimizer=meta_opt)
     t0 = time.time()
     bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and main),
@@ -288,7 +288,7 @@ def _train(config, out, resuming, found, samplers, device, log, on_step, group):
         if on_step is not None:
             on_step(done)
         if done in schedule:
-            save_checkpoint(checkpoint_path(out, done), step=done, config=config, model=model,
+            save_checkpoint(training_state_path(out, done), step=done, config=config, model=model,
                             optimizer=meta_opt)
         elif done % config.state_every == 0:
             save_checkpoint(out / "state.pt", step=done, config=config, model=model,

@@ -49,8 +49,8 @@ import torch
 import xarray as xr
 
 from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from repscope.probes.store import checkpoint_path, clean_stale_temporaries, verify_checkpoint
-
+from ..probes.files import clean_stale_temporaries
+from ..probes.store import activation_file_path, verify_checkpoint
 from .checkpoint import load_meta_parameters, load_run
 from .data.episodes import EpisodeSampler
 from .distributed import Ranks, leave, ranks
@@ -60,7 +60,7 @@ from .evaluate import evaluate_tasks
 from .meta import episode_tensors
 from .model import build_model
 from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
-from .reduction import PAPER_REDUCE, parse_reduce
+from .reduce_option import PAPER_REDUCE, parse_reduce
 from .tasks import task_samplers
 
 __all__ = ["RecordConfig", "select_checkpoints", "analysis_tasks", "record_run", "main"]
@@ -253,7 +253,7 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
 
 
 def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
-    with xr.open_dataset(checkpoint_path(out, step)) as existing:
+    with xr.open_dataset(activation_file_path(out, step)) as existing:
         stored = json.loads(existing.attrs.get("config", "{}"))
     wanted = json.loads(json.dumps(run_config))
     if stored != wanted:

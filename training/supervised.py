@@ -36,16 +36,16 @@ import torch
 import torch.nn.functional as F
 
 from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from repscope.probes.store import clean_stale_temporaries, remove_recordings, verify_checkpoint
+from repscope.probes.store import remove_recordings, verify_checkpoint
 
-from .checkpoint import atomic_write_text
+from ..probes.files import atomic_write_text, clean_stale_temporaries
 from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError
 from .model import Conv4
 from .options import (THREADS_HELP, check_choice, check_device, check_int, check_positive,
                       check_threads)
-from .reduction import PAPER_REDUCE, parse_reduce
+from .reduce_option import PAPER_REDUCE, parse_reduce
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 

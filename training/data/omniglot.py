@@ -22,20 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from repscope.training.data.fetch import atomic_path, check_zip, file_digest, member_problem, open_zip
+from ...probes.files import atomic_path
+from repscope.training.data.fetch import check_zip, file_digest, member_problem, open_zip
 from repscope.training.data.paths import cache_dir
 from repscope.training.data.preprocess import decode_png, preprocess_omniglot, RESAMPLE_MODES
 from repscope.training.data.sources import OMNIGLOT_FILES, locate
 from repscope.training.errors import DataError
 
 __all__ = ["OmniglotCharacters", "load_omniglot", "read_archive", "ARCHIVES",
-           "BACKGROUND_ARCHIVES", "EVALUATION_ARCHIVES", "PRESETS"]
+           "BACKGROUND_ARCHIVES", "EVALUATION_ARCHIVES", "ARCHIVE_SETS"]
 
 BACKGROUND_ARCHIVES = ("images_background", "images_background_small1",
                        "images_background_small2")
 EVALUATION_ARCHIVES = ("images_evaluation",)
 ARCHIVES = BACKGROUND_ARCHIVES + EVALUATION_ARCHIVES
-PRESETS = {
+ARCHIVE_SETS = {
     "small": ("images_background_small1", "images_background_small2"),
     "background": ("images_background",),
     "evaluation": ("images_evaluation",),
@@ -119,12 +120,12 @@ class OmniglotCharacters:
 
 def _archive_names(archives) -> tuple:
     if isinstance(archives, str):
-        names = PRESETS.get(archives, (archives,) if archives in ARCHIVES else None)
+        names = ARCHIVE_SETS.get(archives, (archives,) if archives in ARCHIVES else None)
     else:
         names = tuple(archives)
     if names is None or not names or any(a not in ARCHIVES for a in names):
-        raise DataError(f"Unknown Omniglot archives {archives!r}. Expected a preset "
-                        f"{sorted(PRESETS)} or a tuple of names from {list(ARCHIVES)}")
+        raise DataError(f"Unknown Omniglot archives {archives!r}. Expected a named set "
+                        f"{sorted(ARCHIVE_SETS)} or a tuple of names from {list(ARCHIVES)}")
     return tuple(dict.fromkeys(names))
 
 
@@ -308,8 +309,9 @@ def load_omniglot(root=None, archives=("images_background_small1",
         Data folder (``omniglot/<archive>.zip`` or ``omniglot/<archive>/``); default
         ``$REPSCOPE_DATA``, else the download cache. See :func:`~repscope.training.data.paths.data_root`.
     archives : tuple of str or str
-        Archive names from :data:`ARCHIVES` (one name or a tuple), or a preset: ``"small"`` (small1 + small2,
-        242 characters), ``"background"`` (964), ``"evaluation"`` (659), ``"all"``.
+        Archive names from :data:`ARCHIVES` (one name or a tuple), or a named set of
+        :data:`ARCHIVE_SETS`: ``"small"`` (small1 + small2, 242 characters),
+        ``"background"`` (964), ``"evaluation"`` (659), ``"all"``.
         Use background archives only when evaluating on Lake's benchmark.
     download : bool
         Download archives not found locally (checked against known checksums).

@@ -1,4 +1,5 @@
-"""The per-layer reduction of recorded conv maps, as the ``--reduce`` option spells it.
+"""The ``--reduce`` option of the recording commands, parsed into the per-layer
+reductions of :class:`repscope.probes.Probe` (this module parses; the probe reduces).
 
 ``none`` and ``spatial_mean`` apply to every layer; ``conv4=spatial_mean`` (comma
 separated ``layer=reduction`` entries) to the named layers only, the others keep their
@@ -11,8 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from repscope.probes.schema import REDUCTIONS
-
+from ..probes.schema import REDUCTIONS
 from .errors import TrainingError
 
 __all__ = ["PAPER_REDUCE", "parse_reduce"]
