@@ -18,12 +18,13 @@ per comparison, and a verdict:
 Calibration. Every interval is a Student-t interval over independent units (tasks
 whose characters are disjoint, :mod:`repscope.analyses.task_units`), each unit first
 reduced to one value, the mean of its cells (checkpoints, checkpoint pairs), so cells
-that share a unit never count as independent (:func:`repscope.analyses.uncertainty.
-unit_values`; seeds slot in above tasks the same way). At ``level`` 0.95 each bound errs
+that share a unit never count as independent
+(:func:`repscope.analyses.uncertainty.unit_values`; seeds slot in above tasks the same
+way). At ``level`` 0.95 each bound errs
 2.5%; a verdict that needs several comparisons to hold at once (every pair, every
 layer) errs at most as often as one of them, so P(supported | claim false) <= 2.5%
-for each verdict at any number of units >= :data:`MIN_UNITS`. ``tests/test_findings.py``
-simulates null records to show it.
+for each verdict at any number of units >= :data:`MIN_UNITS`; the test suite shows it
+on simulated null records.
 
 The rules (``floor``: :data:`FLOOR`, a relative difference of 10%):
 
