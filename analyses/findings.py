@@ -23,10 +23,10 @@ that share a unit never count as independent
 way). At ``level`` 0.95 each bound errs
 2.5%; a verdict that needs several comparisons to hold at once (every pair, every
 layer) errs at most as often as one of them, so P(supported | claim false) <= 2.5%
-for each verdict at any number of units >= :data:`MIN_UNITS`; the test suite shows it
+for each verdict at any number of units >= :data:`~repscope.analyses.findings.MIN_UNITS`; the test suite shows it
 on simulated null records.
 
-The rules (``floor``: :data:`FLOOR`, a relative difference of 10%):
+The rules (``floor``: :data:`~repscope.analyses.findings.FLOOR`, a relative difference of 10%):
 
 F1 (:func:`depth_order`, :func:`depth_order_test`)
     The conv layers (every layer but the head) are ordered by depth: for each adjacent
@@ -49,7 +49,7 @@ F2 (:func:`inner_vs_meta`, :func:`gap_test`, :func:`gap_curve`)
 F3 (:func:`first_step`, :func:`first_step_test`)
     The later inner steps change a layer little against step 1:
     ``d(step 1, last) / d(step 0, step 1)`` (per task averaged over the last two thirds
-    of the checkpoints) has its Fieller CI below :data:`F3_THRESHOLD` (0.5) in every
+    of the checkpoints) has its Fieller CI below :data:`~repscope.analyses.findings.F3_THRESHOLD` (0.5) in every
     layer; a CI above 1 contradicts it. Beside it, the share ``d(0, 1) / d(0, last)``.
     RSA distances do not add along a path, so the share is reported, not tested.
 
@@ -76,9 +76,9 @@ __all__ = ["change", "depth_order", "depth_order_test", "supervised_depth_order"
 
 #: Fewest independent units for a verdict (a t interval needs 2; with 3 it has 2 df).
 MIN_UNITS = 3
-#: Effect-size floor of F1 and F2: the larger change must exceed the smaller by 10% of it.
+#: Effect-size floor of F1 and F2; the larger change must exceed the smaller by 10% of it.
 FLOOR = 0.10
-#: F3 holds when d(1, last) / d(0, 1) is below this with its whole CI: the later steps
+#: F3 holds when d(1, last) / d(0, 1) lies below this with its whole CI; the later steps
 #: together move a layer at most half as far as step 1. Were the steps alike (no
 #: first-step dominance) the ratio would be about 4 for 5 steps and 9 for 10 on a
 #: straight path; below 0.5, step 1 carries at least two thirds of such a path.
@@ -142,7 +142,8 @@ def depth_order_test(change, *, level: float = 0.95, floor: float = FLOOR) -> di
 
     Parameters
     ----------
-    change : array, shape (..., layer, checkpoint, unit)
+    change : numpy.ndarray
+        Shape (..., layer, checkpoint, unit).
         Inner-loop change of the conv layers in depth order (no head); leading axes
         are independent records.
 
@@ -275,9 +276,11 @@ def gap_test(inner, meta, *, level: float = 0.95, floor: float = FLOOR) -> dict:
 
     Parameters
     ----------
-    inner : array, shape (..., unit)
+    inner : numpy.ndarray
+        Shape (..., unit).
         Inner-loop change per independent task (averaged over its checkpoints).
-    meta : array, shape (..., block)
+    meta : numpy.ndarray
+        Shape (..., block).
         Meta-training change per disjoint checkpoint pair (at least 2).
 
     Returns
@@ -358,6 +361,20 @@ def gap_curve(ds: xr.Dataset, spec: dict, after: xr.DataArray, units: Sequence[i
     """:func:`inner_vs_meta` at every gap between saved checkpoints at or after ``start``.
 
     Returns one dict per gap (ascending), as :func:`inner_vs_meta` returns, plus ``gap``.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(4, 3, 2, 6, 8))  # checkpoint, task, step, stimulus, unit
+    >>> ds = xr.Dataset({"fc": (("checkpoint", "task", "inner_step", "stimulus", "unit_fc"), x,
+    ...                         {"role": "layer"})},
+    ...                 coords={"checkpoint": [0, 100, 200, 300], "task": range(3), "inner_step": [0, 1]},
+    ...                 attrs={"layers": '["fc"]'})
+    >>> after = change(fd.inner_loop_change(ds, ["rsa"], after=1)["rsa"])
+    >>> rows = gap_curve(ds, {"rsa": {}}, after, range(3), 100, layers=["fc"])
+    >>> [(r["gap"], r["pairs"]) for r in rows]
+    [(100, [[100, 200], [200, 300]]), (200, [[100, 300]])]
+    >>> rows[1]["verdict"]
+    'not testable with this run'
     """
     rows = []
     for gap in available_gaps(ds["checkpoint"].values, start):
@@ -383,7 +400,8 @@ def first_step_test(first, rest, *, level: float = 0.95, threshold: float = F3_T
 
     Parameters
     ----------
-    first, rest : array, shape (..., unit)
+    first, rest : numpy.ndarray
+        Shape (..., unit).
         ``d(step 0, step 1)`` and ``d(step 1, last step)`` per independent task.
 
     Returns
@@ -517,8 +535,8 @@ def assess(ds: xr.Dataset, measure: str = "rsa", options: Mapping | None = None,
         This measure of :func:`repscope.analyses.figure_data.training_change` of the
         supervised control.
     level, floor, f3_threshold, tolerance
-        CI coverage (0.95: each verdict errs at most 2.5%), :data:`FLOOR`,
-        :data:`F3_THRESHOLD`, and the plateau's tolerance
+        CI coverage (0.95: each verdict errs at most 2.5%), :data:`~repscope.analyses.findings.FLOOR`,
+        :data:`~repscope.analyses.findings.F3_THRESHOLD`, and the plateau's tolerance
         (:func:`repscope.analyses.plateau.find_plateau`).
 
     Returns

@@ -28,7 +28,7 @@ __all__ = ["find_plateau", "plateau_scan", "gap_pairs", "disjoint_pairs", "avail
 
 #: Length of the paper's meta-training run; gaps scale by ``gap / PAPER_RUN_STEPS``.
 PAPER_RUN_STEPS = 60000
-#: Default tolerance in accuracy: the whole CI of the rise over the rest of the run must
+#: Default tolerance in accuracy; the whole CI of the rise over the rest of the run must
 #: lie within +-2 points. A curve that still rises by 0.10 over the run rises by 0.033
 #: over the shortest allowed rest (a third of the run), clearly outside.
 TOLERANCE = 0.02
@@ -59,8 +59,10 @@ def plateau_scan(checkpoints, acc, *, tolerance: float = TOLERANCE,
 
     Parameters
     ----------
-    checkpoints : array of int, shape (checkpoint,)
-    acc : array, shape (..., checkpoint, task)
+    checkpoints : numpy.ndarray
+        Shape (checkpoint,).
+    acc : numpy.ndarray
+        Shape (..., checkpoint, task).
         Accuracy of each task at each checkpoint (the same tasks at every checkpoint);
         leading axes are independent curves.
     tolerance : float
@@ -134,7 +136,7 @@ def find_plateau(ds: xr.Dataset, inner_step: int | None = None, tolerance: float
     inner_step : int, optional
         Inner step of ``accuracy`` when there is no ``eval_accuracy`` (default: last).
     tolerance : float, optional
-        Default :data:`TOLERANCE` (0.02).
+        Default :data:`~repscope.analyses.plateau.TOLERANCE` (0.02).
 
     Returns
     -------
