@@ -71,7 +71,7 @@ from .task_units import independent_tasks
 from .uncertainty import difference_interval, fieller_interval, t_interval, unit_values
 
 __all__ = ["change", "depth_order", "depth_order_test", "supervised_depth_order", "inner_vs_meta",
-           "gap_test", "gap_curve", "first_step", "first_step_test", "assess", "findings_markdown",
+           "gap_test", "gap_curve", "gap_curve_dataset", "first_step", "first_step_test", "assess", "findings_markdown",
            "MIN_UNITS", "FLOOR", "F3_THRESHOLD", "NOT_TESTABLE", "METHOD"]
 
 #: Fewest independent units for a verdict (a t interval needs 2; with 3 it has 2 df).
@@ -346,8 +346,8 @@ def inner_vs_meta(inner: xr.DataArray, meta: xr.DataArray, units: Sequence[int],
     later = [b for _, b in blocks]
     for layer in layers:
         i = unit_values(inner.sel(layer=layer, checkpoint=later, task=units, drop=True), "task").values
-        mb = meta.sel(layer=layer, task=units).set_index(checkpoint="checkpoint").sel(checkpoint=later)
-        m = unit_values(mb.drop_vars("previous", errors="ignore"), "checkpoint").values
+        mb = meta.sel(layer=layer, task=units, checkpoint=later).drop_vars("previous", errors="ignore")
+        m = unit_values(mb, "checkpoint").values
         res = gap_test(i, m, level=level, floor=floor)
         d = res["difference"]
         out["per_layer"].append({"layer": layer, "inner": float(i.mean()), "meta": float(m.mean()),
@@ -383,6 +383,44 @@ def gap_curve(ds: xr.Dataset, spec: dict, after: xr.DataArray, units: Sequence[i
         rows.append({"gap": int(gap), **inner_vs_meta(after, meta, units, layers=layers, level=level,
                                                       floor=floor)})
     return rows
+
+
+def gap_curve_dataset(rows: Sequence[dict]) -> xr.Dataset:
+    """The F2 curve of :func:`gap_curve` (or ``assess(...)["gap_curve"]``) as a Dataset.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims (gap, layer): ``inner``, ``meta``, ``difference`` (inner - (1 + floor) x
+        meta) with ``lower`` and ``upper``, and ``outcome``; ``n_pairs`` (disjoint pairs
+        per gap). Gaps that cannot be tested hold NaN and the outcome "not testable".
+
+    Examples
+    --------
+    >>> row = {"gap": 40, "pairs": [[0, 40], [40, 80]], "per_layer": [
+    ...     {"layer": "conv1", "inner": 0.3, "meta": 0.1, "outcome": "supported",
+    ...      "inner_minus_floored_meta": {"mean": 0.19, "lower": 0.1, "upper": 0.28}}]}
+    >>> ds = gap_curve_dataset([row, {"gap": 80, "pairs": [[0, 80]], "verdict": NOT_TESTABLE}])
+    >>> ds["outcome"].values.tolist(), float(ds["lower"].sel(gap=40, layer="conv1"))
+    ([['supported'], ['not testable']], 0.1)
+    """
+    layers = list(dict.fromkeys(r["layer"] for row in rows for r in row.get("per_layer", [])))
+    gaps = [int(row["gap"]) for row in rows]
+    shape = (len(gaps), len(layers))
+    vals = {k: np.full(shape, np.nan) for k in ("inner", "meta", "difference", "lower", "upper")}
+    outcome = np.full(shape, "not testable", dtype=object)
+    for i, row in enumerate(rows):
+        for r in row.get("per_layer", []):
+            j = layers.index(r["layer"])
+            d = r["inner_minus_floored_meta"]
+            for k, v in (("inner", r["inner"]), ("meta", r["meta"]), ("difference", d["mean"]),
+                         ("lower", d["lower"]), ("upper", d["upper"])):
+                vals[k][i, j] = v
+            outcome[i, j] = r["outcome"]
+    dims = ("gap", "layer")
+    return xr.Dataset({**{k: (dims, v) for k, v in vals.items()}, "outcome": (dims, outcome),
+                       "n_pairs": ("gap", [len(row.get("pairs", [])) for row in rows])},
+                      coords={"gap": gaps, "layer": layers})
 
 
 def _restrict(row: dict, layers: Sequence[str]) -> dict:
@@ -544,7 +582,8 @@ def assess(ds: xr.Dataset, measure: str = "rsa", options: Mapping | None = None,
     dict
         ``measure``, ``facts``, ``units``, ``plateau``, ``f1``, ``f2``, ``f2_scaled``,
         ``fig3``, ``fig3_scaled``, ``f3`` (dicts as returned by the rules, plus the
-        cells used), ``gap_curve`` (F2 at every gap after the plateau, all layers) and
+        cells used), ``gap_curve`` (F2 at every gap after the plateau, all layers; as a
+        Dataset with :func:`gap_curve_dataset`) and
         ``f2_reverses_at``, ``fig3_reverses_at`` (smallest reversed gap, or None).
 
     Examples

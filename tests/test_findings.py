@@ -18,7 +18,7 @@ import xarray as xr
 
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.findings import (NOT_TESTABLE, assess, depth_order, findings_markdown,
-                                        first_step, inner_vs_meta)
+                                        first_step, gap_curve_dataset, inner_vs_meta)
 from repscope.analyses.plateau import available_gaps, disjoint_pairs, find_plateau, gap_pairs
 from repscope.analyses.task_units import independent_tasks
 from test_analyses_data import make_claims_record
@@ -53,6 +53,9 @@ def test_a_record_built_for_the_claims_supports_all_three(supporting):
     assert [row["verdict"] for row in r["gap_curve"]][:3] == ["supported"] * 3
     assert "at least 2" in r["gap_curve"][3]["reason"]
     assert r["f2_reverses_at"] is None and r["fig3_reverses_at"] is None
+    curve = gap_curve_dataset(r["gap_curve"])
+    assert curve["outcome"].shape == (6, 4) and curve["n_pairs"].values.tolist() == [6, 3, 2, 1, 1, 1]
+    assert (curve["lower"].sel(gap=[250, 500, 750]) > 0).all() and curve["lower"].sel(gap=1000).isnull().all()
     assert r["f3"]["verdict"] == "supported" and r["f3"]["last_step"] == 10
     for row in r["f3"]["per_layer"]:  # 90% of the weight change in step 1
         assert row["ratio"]["upper"] < 0.5 and row["share_after_step_1"]["lower"] > 0.5
