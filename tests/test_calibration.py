@@ -160,3 +160,19 @@ def test_too_few_evaluation_tasks_find_no_plateau_rather_than_a_false_one():
     res = plateau_scan(MEDIUM, _accuracy(rng, curve, n=100))
     assert (res["start_index"] >= 0).mean() < 0.05
     assert TOLERANCE == 0.02
+
+
+@pytest.mark.parametrize("n", (3, 10))
+def test_every_rule_stays_calibrated_when_tasks_differ_skewed(n):
+    """Task factors log-normal (a few tasks change much more than the rest)."""
+    rng = np.random.default_rng(400 + n)
+
+    def factor(shape):
+        return rng.lognormal(0, 0.5, shape) / np.exp(0.125)  # mean 1
+
+    x = np.array([0.1, 0.1 * (1 + FLOOR), 0.4, 1.2])[None, :, None, None] * factor((DRAWS, 4, 1, n)) \
+        * (1 + 0.1 * rng.standard_normal((DRAWS, 4, 20, n)))
+    assert _rate(depth_order_test(x)["verdict"]) <= BOUND
+    assert _rate(gap_test(0.1 * (1 + FLOOR) * factor((DRAWS, n)), 0.1 * factor((DRAWS, 3)))["outcome"]) <= BOUND
+    first = 0.4 * factor((DRAWS, n))
+    assert _rate(first_step_test(first, 0.4 * F3_THRESHOLD * factor((DRAWS, n)))["outcome"]) <= BOUND
