@@ -425,13 +425,12 @@ def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: Analysi
             if s is None:
                 continue
             parts.append(f"# Findings: supervised control, {m}\n\nF1 (descriptive, one network): "
-                         f"rho > 0 and `{s['late']}` > `{s['early']}` at {s['holds']} after step 0.\n")
+                         f"conv layers {', '.join(s['conv'])} ordered by depth at {s['holds']} after step 0.\n")
     for name, res in maml.items():
         for m in cfg.measures:
             sup = supervised[m] if supervised is not None and m in supervised else None
             result = assess(records[name], m, cfg.options(m), meta_gap=cfg.meta_gap, ci_unit=cfg.ci_unit,
-                            inner=res["inner"][m] if m in res["inner"] else None, supervised=sup,
-                            n_boot=cfg.n_boot, seed=cfg.seed)
+                            inner=res["inner"][m] if m in res["inner"] else None, supervised=sup)
             parts.append(findings_markdown(result, title=f"Findings: {name}, {m}"))
     return "\n".join(parts)
 
