@@ -115,7 +115,16 @@ def batched_meta_gradients(model, episodes, config) -> dict:
 
 
 def set_gradients(model, grads) -> None:
-    """Set the ``.grad`` of ``model.parameters()`` to ``grads`` (in that order)."""
+    """Set the ``.grad`` of ``model.parameters()`` to ``grads`` (in that order).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 1)
+    >>> set_gradients(net, [torch.ones(1, 2), torch.zeros(1)])
+    >>> net.weight.grad.tolist()
+    [[1.0, 1.0]]
+    """
     for p, g in zip(model.parameters(), grads):
         p.grad = g
 
