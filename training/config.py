@@ -48,7 +48,7 @@ from .errors import TrainingError
 from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_positive
 from .options import check_threads
 
-__all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONVENTIONS", "ENGINE_NAMES"]
+__all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONVENTIONS"]
 
 LOSS_CONVENTIONS = ("sum_over_k", "mean")
 DATASETS = ("omniglot", "miniimagenet")
