@@ -35,9 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from repscope.training.config import get_preset
-from repscope.training.engines import cuda_graph, get_engine
-from repscope.training.engines.batched import batched_meta_step
-from repscope.training.meta import episode_tensors
+from repscope.training.engines import cuda_graph, get_engine, meta_step
+from repscope.training.engines.tensors import episode_tensors
 from repscope.training.model import build_model
 from repscope.training.tasks import task_samplers
 
@@ -100,7 +99,11 @@ def _profile(model, opt, eps, cfg, device):
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=acts) as prof:
-        batched_meta_step(model, opt, eps, cfg)
+        cuda_graph.ENABLED = False  # the eager batched step
+        try:
+            meta_step(model, opt, eps, cfg, engine="batched")
+        finally:
+            cuda_graph.ENABLED = True
         _sync(device)
     keys = ["self_device_time_total", "self_cuda_time_total"] if device.type == "cuda" else \
         ["self_cpu_time_total"]
@@ -151,7 +154,7 @@ def main(argv=None):
     def eager(eps):
         cuda_graph.ENABLED = False
         try:
-            get_engine("batched").meta_step(nets["batched-eager"], opts["batched-eager"], eps, cfg)
+            meta_step(nets["batched-eager"], opts["batched-eager"], eps, cfg, engine="batched")
         finally:
             cuda_graph.ENABLED = True
 
@@ -159,10 +162,8 @@ def main(argv=None):
         "bare": lambda eps: bare_meta_step(
             nets["bare"], opts["bare"], [episode_tensors(e, device) for e in eps],
             lr=cfg.inner_lr, steps=cfg.inner_steps, k_shot=cfg.k_shot),
-        "higher": lambda eps: get_engine("higher").meta_step(nets["higher"], opts["higher"],
-                                                             eps, cfg),
-        "batched": lambda eps: get_engine("batched").meta_step(nets["batched"],
-                                                               opts["batched"], eps, cfg),
+        "higher": lambda eps: meta_step(nets["higher"], opts["higher"], eps, cfg, engine="higher"),
+        "batched": lambda eps: meta_step(nets["batched"], opts["batched"], eps, cfg, engine="batched"),
         "batched-eager": eager,
     }
     cpu = {k: [] for k in names}

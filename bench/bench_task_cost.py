@@ -17,7 +17,7 @@ import torch
 
 from repscope.training.config import get_preset
 from repscope.training.evaluate import evaluate_tasks
-from repscope.training.meta import meta_step
+from repscope.training.engines import meta_step
 from repscope.training.model import build_model
 from repscope.training.tasks import task_samplers
 

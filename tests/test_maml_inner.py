@@ -8,7 +8,7 @@ from torch.func import functional_call
 from repscope.training.config import get_preset
 from repscope.training.errors import TrainingError
 from repscope.training.inner import adapt, adapted_parameter_names, task_loss
-from repscope.training.meta import meta_step
+from repscope.training.engines import meta_step
 from repscope.training.model import build_model
 
 

@@ -16,8 +16,8 @@ from .checkpoint import load_checkpoint, load_meta_parameters, load_run
 from .config import PRESETS, MAMLConfig, get_preset
 from .errors import DataError, TrainingError
 from .evaluate import evaluate_tasks, summarize
+from .engines import meta_step
 from .inner import adapt, adapted_parameter_names
-from .meta import meta_step
 from .model import build_model
 
 __all__ = ["MAMLConfig", "PRESETS", "get_preset", "build_model", "adapt",

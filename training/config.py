@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .data.omniglot import ARCHIVE_SETS, BACKGROUND_ARCHIVES
-from .engines import ENGINES
 from .errors import TrainingError
 from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_positive
 from .options import check_threads
@@ -59,7 +58,9 @@ FULL_ARCHIVES = ARCHIVE_SETS["all"]
 
 # Fields that may differ between a run and its --resume (they do not change results).
 RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads", "engine")
-ENGINE_NAMES = tuple(sorted(ENGINES, key=lambda name: name != "higher"))  # the reference first
+#: Values of ``engine``, the reference first; the registry
+#: (:data:`repscope.training.engines.ENGINES`) holds an engine of each name.
+ENGINE_NAMES = ("higher", "batched")
 
 
 def _f(default, help, **kw):

@@ -8,12 +8,12 @@ single-process path is the old one unchanged.
 
 What the ranks share:
 
-* meta-training (:func:`repscope.training.meta.meta_step`): every rank builds the whole
-  meta-batch (episodes are a pure function of ``(seed, step)``) and runs the engine on
-  its own share (:meth:`Ranks.shard`: tasks ``rank, rank + K, ...``) with the
-  optimiser's step held back; :meth:`Ranks.meta_step` weights the share's mean
-  meta-gradient and metrics by its size, sums them over ranks
-  (:meth:`Ranks.reduce_gradients`), clips, and every rank takes the same Adam step.
+* meta-training (:func:`repscope.training.engines.meta_step`): every rank builds the
+  whole meta-batch (episodes are a pure function of ``(seed, step)``) and the engine
+  computes the meta-gradient of its own share (:meth:`Ranks.batch_share`: tasks
+  ``rank, rank + K, ...``); the meta-step weights the share's mean meta-gradient and
+  metrics by its size, sums them over ranks (:meth:`Ranks.reduce_gradients`), clips,
+  and every rank takes the same Adam step.
   The result is the one-process result up to the order of a float sum, with either
   engine.
 * recording (:mod:`repscope.training.record`): checkpoints are dealt out the same way,
@@ -23,7 +23,6 @@ What the ranks share:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -102,28 +101,27 @@ class Ranks:
                 p.grad = None
         return {k: float(v) for k, v in zip(keys, extra.tolist())}
 
-    def meta_step(self, step_fn, model, meta_opt, episodes, config) -> dict:
-        """One data-parallel meta-update: ``step_fn`` (an engine's meta-step) on this
-        rank's share, meta-gradients and metrics summed over ranks, one optimiser step.
+    def batch_share(self, episodes: Sequence) -> tuple[list, float]:
+        """This rank's share of a meta-batch and its weight (share size / batch size).
 
-        Needs at least one episode per rank.
+        The meta-step (:func:`repscope.training.engines.meta_step`) weights the share's
+        mean meta-gradient and metrics by it before :meth:`reduce_gradients` sums them.
+        Every rank needs at least one episode.
+
+        Examples
+        --------
+        >>> Ranks(rank=1, size=2).batch_share(["a", "b", "c"])
+        (['b'], 0.3333333333333333)
+        >>> Ranks(rank=3, size=4).batch_share(["a", "b"])
+        Traceback (most recent call last):
+        ...
+        repscope.training.errors.TrainingError: 4 processes for a meta-batch of 2 tasks: every process needs a task. Use at most --meta-batch processes
         """
         mine = self.shard(episodes)
         if not mine:
             raise TrainingError(f"{self.size} processes for a meta-batch of {len(episodes)} tasks: "
                                 "every process needs a task. Use at most --meta-batch processes")
-        weight = len(mine) / len(episodes)
-        local = dataclasses.replace(config, meta_clip=None)  # clip the sum, not a share
-        metrics = step_fn(model, _HeldStep(meta_opt), mine, local)
-        params = list(model.parameters())
-        for p in params:
-            if p.grad is not None:
-                p.grad.mul_(weight)
-        metrics = self.reduce_gradients(params, {k: v * weight for k, v in metrics.items()})
-        if config.meta_clip is not None:
-            torch.nn.utils.clip_grad_value_(params, config.meta_clip)
-        meta_opt.step()
-        return metrics
+        return mine, len(mine) / len(episodes)
 
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every rank (picklable objects)."""
@@ -147,19 +145,6 @@ class Ranks:
         message = self.broadcast(None if error is None else str(error))
         if message is not None:
             raise TrainingError(message)
-
-
-class _HeldStep:
-    """An optimiser whose ``step`` waits: the step is taken once the ranks' gradients are summed."""
-
-    def __init__(self, optimizer):
-        self._optimizer = optimizer
-
-    def step(self, closure=None):
-        return None
-
-    def __getattr__(self, name):
-        return getattr(self._optimizer, name)
 
 
 def ranks(device: str = "cpu") -> Ranks:

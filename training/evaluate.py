@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .engines import get_engine
+from .engines import engine_for
 
 __all__ = ["PUBLISHED", "evaluate_tasks", "summarize", "lake_episodes"]
 
@@ -64,7 +64,7 @@ def evaluate_tasks(model, episodes, config, steps=None, engine=None) -> np.ndarr
     (2, 3)
     """
     steps = config.inner_steps_eval if steps is None else int(steps)
-    return get_engine(engine or config.engine).evaluate(model, episodes, config, steps)
+    return engine_for(config, engine).evaluate(model, episodes, config, steps)
 
 
 def summarize(accuracy) -> dict:

@@ -4,7 +4,8 @@ The inner loop runs through :func:`higher.innerloop_ctx` with
 ``copy_initial_weights=False`` (so meta-gradients reach the model) and plain SGD over
 the adapted parameters only; every other parameter is carried along unchanged.
 
-Loss convention (``config.inner_loss``):
+Loss conventions (``config.inner_loss``, ``config.meta_loss``; :func:`task_loss`, for
+one task or many stacked, used by every engine):
 
 ``"sum_over_k"``
     cross-entropy summed over the N*K support examples and divided by K, as
@@ -17,7 +18,9 @@ import higher
 import torch
 import torch.nn.functional as F
 
+from .config import LOSS_CONVENTIONS
 from .errors import TrainingError
+from .options import check_choice
 
 __all__ = ["adapted_parameter_names", "task_loss", "adapt"]
 
@@ -77,8 +80,30 @@ def adapted_parameter_names(model, config) -> list:
     return names
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, convention: str, k_shot: int):
-    """Cross-entropy in the given convention: ``"mean"`` or ``"sum_over_k"`` (sum / K).
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, convention: str, k_shot: int,
+              option: str = "inner_loss"):
+    """Cross-entropy of a task in a loss convention (:data:`~repscope.training.config.LOSS_CONVENTIONS`).
+
+    ``"mean"``: mean over the task's examples; ``"sum_over_k"``: their sum divided by K.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(n, classes)`` for one task, or ``(T, n, classes)`` for ``T`` stacked tasks.
+    labels : torch.Tensor
+        ``(n,)`` or ``(T, n)``.
+    convention : str
+        One of ``LOSS_CONVENTIONS``.
+    k_shot : int
+        K, the divisor of ``"sum_over_k"``.
+    option : str, default "inner_loss"
+        The configuration field ``convention`` came from, named in the error for an
+        unknown convention.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss: a scalar for one task, ``(T,)`` (one per task) for stacked tasks.
 
     Examples
     --------
@@ -86,13 +111,22 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, convention: str, k_sho
     >>> logits, labels = torch.zeros(4, 2), torch.tensor([0, 1, 0, 1])
     >>> round(task_loss(logits, labels, "sum_over_k", 2).item(), 4)  # 4 * ln 2 / 2
     1.3863
+    >>> task_loss(logits.expand(3, 4, 2), labels.expand(3, 4), "mean", 2).shape
+    torch.Size([3])
+    >>> task_loss(logits, labels, "sum", 2, option="meta_loss")
+    Traceback (most recent call last):
+    ...
+    repscope.training.errors.TrainingError: Unknown meta_loss (--meta-loss) 'sum'. Expected one of ['sum_over_k', 'mean']
     """
-    if convention == "mean":
-        return F.cross_entropy(logits, labels)
-    if convention == "sum_over_k":
+    check_choice(option, convention, LOSS_CONVENTIONS)
+    if logits.dim() == 2:  # one task: PyTorch's reductions
+        if convention == "mean":
+            return F.cross_entropy(logits, labels)
         return F.cross_entropy(logits, labels, reduction="sum") / k_shot
-    raise TrainingError(f"Unknown loss convention {convention!r}. Expected one of "
-                        "['mean', 'sum_over_k']")
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+    if convention == "mean":
+        return ce.mean(dim=1)
+    return ce.sum(dim=1) / k_shot
 
 
 def adapt(model, support_x, support_y, config, steps=None, track_higher_grads=False):

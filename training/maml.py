@@ -54,7 +54,7 @@ from .distributed import Ranks, leave, ranks
 from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
 from .errors import TrainingError
 from .evaluate import PUBLISHED, evaluate_tasks, lake_episodes, summarize
-from .meta import meta_step
+from .engines import meta_step
 from .model import build_model
 from .options import check_device, torch_threads
 from .tasks import lake_runs, task_samplers

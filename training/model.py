@@ -19,17 +19,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import MAMLConfig
 from .errors import TrainingError
 from .norm import BatchNormNoScale
 
-__all__ = ["ConvBlock", "Conv4", "build_model"]
+__all__ = ["ConvBlock", "Conv4", "build_model", "same_padding"]
 
 HEAD_INITS = ("normal", "xavier")
 FEATURES = ("mean", "flatten")
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TF ``SAME`` padding (before, after) for one spatial dimension."""
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF ``SAME`` padding (before, after) for one spatial dimension.
+
+    The output has ``ceil(size / stride)`` positions; an odd total puts the extra
+    row or column after (bottom, right), as TensorFlow does.
+
+    Examples
+    --------
+    >>> same_padding(28, 3, 2), same_padding(84, 3, 1)
+    ((0, 1), (1, 1))
+    """
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
@@ -71,8 +81,8 @@ class ConvBlock(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = _same_padding(x.shape[-2], self.kernel_size, self.stride)
-        left, right = _same_padding(x.shape[-1], self.kernel_size, self.stride)
+        top, bottom = same_padding(x.shape[-2], self.kernel_size, self.stride)
+        left, right = same_padding(x.shape[-1], self.kernel_size, self.stride)
         x = self.conv(F.pad(x, (left, right, top, bottom)))
         x = self.relu(self.norm(x))
         if hasattr(self, "pool"):
@@ -142,7 +152,7 @@ class Conv4(nn.Module):
         return self.head(x)
 
 
-def build_model(config) -> Conv4:
+def build_model(config: MAMLConfig | dict) -> Conv4:
     """Build the network a run's configuration describes (fresh random weights).
 
     Parameters
@@ -163,8 +173,6 @@ def build_model(config) -> Conv4:
     >>> net.head.in_features
     800
     """
-    from .config import MAMLConfig
-
     if isinstance(config, dict):
         config = MAMLConfig.from_dict(config)
     return Conv4(

@@ -52,12 +52,13 @@ from repscope.probes import Probe, ProbeError, existing_checkpoints, write_check
 from ..probes.files import clean_stale_temporaries
 from ..probes.store import activation_file_path, verify_checkpoint
 from .checkpoint import load_meta_parameters, load_run
+from .config import ENGINE_NAMES
 from .data.episodes import EpisodeSampler
 from .distributed import Ranks, leave, ranks
-from .engines import ENGINES, get_engine
+from .engines import ENGINES, engine_for
+from .engines.tensors import episode_tensors
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
-from .meta import episode_tensors
 from .model import build_model
 from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
 from .reduce_option import PAPER_REDUCE, parse_reduce
@@ -115,7 +116,7 @@ class RecordConfig:
         check_device(self.device)
         self.threads = check_threads(self.threads)
         if self.engine is not None:
-            get_engine(self.engine)
+            check_choice("engine", self.engine, ENGINE_NAMES)
         if not 0 <= self.probe_task < self.tasks:
             raise TrainingError(f"probe_task must be one of the analysed tasks 0..{self.tasks - 1}, "
                                 f"got {self.probe_task}")
@@ -222,7 +223,7 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
     Tasks adapt with ``rec.engine`` (default ``config.engine``); the batched engine
     adapts them together and runs each task's probe forward pass through ``model``.
     """
-    engine = get_engine(rec.engine or config.engine)
+    engine = engine_for(config, rec.engine)
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     px, py, pids = probe_set
     px = px.to(device, dtype)

@@ -15,21 +15,22 @@ the inner SGD step is the same ``theta - lr * grad`` as the ``higher`` engine's.
   meta-parameters, and non-adapted ones get their direct gradient, as in the ``higher``
   engine.
 
-Losses, conventions, metrics, clipping and the meta-optimiser step are those of
-:mod:`repscope.training.engines.higher_loop`; the two engines agree to rounding
-(``tests/test_engines.py`` checks 1e-10 in float64).
+Losses, conventions and metrics are those of
+:mod:`repscope.training.engines.higher_loop` (:func:`repscope.training.inner.task_loss`,
+:func:`~repscope.training.engines.tensors.task_metrics`); the two engines agree to
+rounding (``tests/test_engines.py`` checks 1e-10 in float64). Clipping and the
+meta-optimiser step are :func:`repscope.training.engines.meta_step`'s.
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..inner import adapted_parameter_names
+from ..inner import adapted_parameter_names, task_loss
 from .network import batched_forward
-from .tensors import accuracy as _accuracy, stack_episodes
+from .tensors import PreStepLogits, accuracy as _accuracy, stack_episodes, task_metrics
 
-__all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_step", "meta_gradients", "batched_adapt",
-           "batched_evaluate", "batched_adapt_tasks", "TaskNetwork"]
+__all__ = ["TASK_CHUNK", "task_chunk", "batched_meta_gradients", "meta_gradients", "set_gradients",
+           "batched_adapt", "batched_evaluate", "batched_adapt_tasks", "TaskNetwork"]
 
 #: Batch-norm kernel of the batched network (see ``network.BATCH_NORMS``).
 NORM = "fused"
@@ -51,15 +52,6 @@ def task_chunk(device) -> int:
     return TASK_CHUNK.get(torch.device(device).type, TASK_CHUNK["cpu"])
 
 
-def _task_losses(logits, labels, convention, k_shot):
-    """Loss per task ``(T,)`` in ``convention`` (as :func:`repscope.training.inner.task_loss`)."""
-    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-    ce = ce.view(labels.shape)
-    if convention == "mean":
-        return ce.mean(dim=1)
-    return ce.sum(dim=1) / k_shot
-
-
 def _per_task(model, n_tasks, detach):
     out = {}
     for name, p in model.named_parameters():
@@ -78,7 +70,7 @@ def _inner_steps(model, fast, sx, sy, config, steps, names, create_graph, on_sup
         logits = batched_forward(model, fast, sx, NORM)
         if on_support is not None:
             on_support(step, logits)
-        loss = _task_losses(logits, sy, config.inner_loss, config.k_shot).sum()
+        loss = task_loss(logits, sy, config.inner_loss, config.k_shot).sum()
         grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph)
         for n, g in zip(names, grads):
             fast[n] = fast[n] - config.inner_lr * g
@@ -87,10 +79,13 @@ def _inner_steps(model, fast, sx, sy, config, steps, names, create_graph, on_sup
     return fast
 
 
-def batched_meta_step(model, meta_opt, episodes, config) -> dict:
-    """One meta-update on ``episodes``, all tasks at once; as the ``higher`` engine's.
+def batched_meta_gradients(model, episodes, config) -> dict:
+    """Meta-gradients of ``episodes`` into ``.grad``, :func:`task_chunk` tasks at a time.
 
-    Parameters and returned metrics are those of :func:`repscope.training.meta.meta_step`.
+    Sets the ``.grad`` of every parameter of ``model`` to the meta-gradient (a sum over
+    the chunks of :func:`meta_gradients`) and returns the metrics as 0-d tensors, so
+    that nothing waits for the device before the optimiser step; zeroing, clipping and
+    the step are :func:`repscope.training.engines.meta_step`'s.
 
     Examples
     --------
@@ -101,15 +96,13 @@ def batched_meta_step(model, meta_opt, episodes, config) -> dict:
     >>> cfg = get_preset("quick", n_way=3, meta_batch=2, inner_steps=1, engine="batched")
     >>> _ = torch.manual_seed(0)
     >>> net = build_model(cfg)
-    >>> opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     >>> eps = [SimpleNamespace(support_x=torch.randn(3, 1, 28, 28), support_y=torch.arange(3),
     ...                        query_x=torch.randn(3, 1, 28, 28), query_y=torch.arange(3))] * 2
-    >>> sorted(batched_meta_step(net, opt, eps, cfg))
-    ['post_acc', 'post_loss', 'pre_acc', 'pre_loss']
+    >>> sorted(batched_meta_gradients(net, eps, cfg)), net.head.weight.grad.shape
+    (['post_acc', 'post_loss', 'pre_acc', 'pre_loss'], torch.Size([3, 64]))
     """
     p0 = next(model.parameters())
     sx, sy, qx, qy = stack_episodes(episodes, p0.device, p0.dtype)
-    meta_opt.zero_grad(set_to_none=True)
     n, size = len(sx), task_chunk(p0.device)
     grads, metrics = None, None
     for i in range(0, n, size):  # the meta-gradient is a sum over tasks: chunks add up
@@ -117,18 +110,23 @@ def batched_meta_step(model, meta_opt, episodes, config) -> dict:
                               qy[i:i + size], config, n_total=n)
         grads = g if grads is None else [a + b for a, b in zip(grads, g)]
         metrics = m if metrics is None else {k: metrics[k] + m[k] for k in m}
-    return apply_meta_gradients(model, meta_opt, grads, metrics, config)
+    set_gradients(model, grads)
+    return metrics
 
 
-def apply_meta_gradients(model, meta_opt, grads, metrics, config) -> dict:
-    """Set ``.grad``, clip (``config.meta_clip``), step ``meta_opt``; return float metrics."""
-    params = list(model.parameters())
-    for p, g in zip(params, grads):
+def set_gradients(model, grads) -> None:
+    """Set the ``.grad`` of ``model.parameters()`` to ``grads`` (in that order).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 1)
+    >>> set_gradients(net, [torch.ones(1, 2), torch.zeros(1)])
+    >>> net.weight.grad.tolist()
+    [[1.0, 1.0]]
+    """
+    for p, g in zip(model.parameters(), grads):
         p.grad = g
-    if config.meta_clip is not None:
-        torch.nn.utils.clip_grad_value_(params, config.meta_clip)
-    meta_opt.step()
-    return {k: v.item() for k, v in metrics.items()}
 
 
 def meta_gradients(model, sx, sy, qx, qy, config, n_total=None):
@@ -155,23 +153,16 @@ def meta_gradients(model, sx, sy, qx, qy, config, n_total=None):
     names = adapted_parameter_names(model, config)
     params = dict(model.named_parameters())
     first_order = config.first_order
-    seen = {}
-
-    def on_support(step, logits):
-        if step == 0:
-            seen["logits"] = logits.detach()
-
+    seen = PreStepLogits()
     fast = _inner_steps(model, _per_task(model, sx.shape[0], detach=False), sx, sy, config,
-                        config.inner_steps, names, not first_order, on_support)
-    if "logits" not in seen:
-        with torch.no_grad():
-            seen["logits"] = batched_forward(model, fast, sx, NORM)
+                        config.inner_steps, names, not first_order, seen)
+    pre = seen.get(lambda: batched_forward(model, fast, sx, NORM))
     leaves = []
     if first_order and config.inner_steps > 0:
         leaves = names
         fast = {n: (v.requires_grad_() if n in names else v) for n, v in fast.items()}
     logits = batched_forward(model, fast, qx, NORM)
-    loss = _task_losses(logits, qy, config.meta_loss, config.k_shot).sum() / n_tasks
+    loss = task_loss(logits, qy, config.meta_loss, config.k_shot, "meta_loss").sum() / n_tasks
     inputs = list(params.values()) + [fast[n] for n in leaves]
     raw = torch.autograd.grad(loss, inputs, allow_unused=True)
     grads = list(raw[:len(params)])
@@ -180,12 +171,7 @@ def meta_gradients(model, sx, sy, qx, qy, config, n_total=None):
         i = index[n]
         grads[i] = g.sum(dim=0) if grads[i] is None else grads[i] + g.sum(dim=0)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), grads)]
-    with torch.no_grad():
-        pre, post = seen["logits"], logits.detach()
-        metrics = {"pre_loss": _task_losses(pre, sy, "mean", 1).sum() / n_tasks,
-                   "pre_acc": _accuracy(pre, sy).sum() / n_tasks,
-                   "post_loss": _task_losses(post, qy, "mean", 1).sum() / n_tasks,
-                   "post_acc": _accuracy(post, qy).sum() / n_tasks}
+    metrics = {k: v.sum() / n_tasks for k, v in task_metrics(pre, sy, logits.detach(), qy).items()}
     return grads, metrics
 
 

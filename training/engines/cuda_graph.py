@@ -1,13 +1,14 @@
 """The batched meta-step on CUDA, captured once as a CUDA graph and replayed.
 
 On a GPU the batched meta-step is a few hundred small kernels whose launch cost
-exceeds their run time. :func:`graph_meta_step` captures the whole meta-gradient
+exceeds their run time. :func:`graph_meta_gradients` captures the whole meta-gradient
 computation of :func:`repscope.training.engines.batched.meta_gradients` (inner loop,
 query loss, second-order backward, the metrics) in a :class:`torch.cuda.CUDAGraph` with
 static input buffers, the first time it sees a (model, shapes, configuration); later
 steps copy the episode tensors into the buffers and replay the graph. Gradient
-clipping and the meta-optimiser step run as usual after the replay, so the optimiser
-and its checkpoints stay the same as without capture (and as the ``higher`` engine's).
+clipping and the meta-optimiser step (:func:`repscope.training.engines.meta_step`) run
+as usual after the replay, so the optimiser and its checkpoints stay the same as
+without capture (and as the ``higher`` engine's).
 
 Where capture is impossible (not CUDA, :data:`ENABLED` false, or capture raises) the
 same computation runs eagerly; a failed capture says so once, with the reason.
@@ -18,10 +19,10 @@ import weakref
 
 import torch
 
-from .batched import apply_meta_gradients, batched_meta_step, meta_gradients
+from .batched import batched_meta_gradients, meta_gradients, set_gradients
 from .tensors import stack_episodes
 
-__all__ = ["graph_meta_step", "ENABLED"]
+__all__ = ["graph_meta_gradients", "ENABLED"]
 
 #: Capture on CUDA (set False to compare with the eager batched step).
 ENABLED = True
@@ -73,11 +74,13 @@ def _capture(model, config, inputs):
         return None
 
 
-def graph_meta_step(model, meta_opt, episodes, config) -> dict:
-    """The batched meta-step, replayed from a CUDA graph where possible.
+def graph_meta_gradients(model, episodes, config) -> dict:
+    """The batched meta-gradients, replayed from a CUDA graph where possible.
 
-    Same arguments and result as :func:`repscope.training.meta.meta_step`; on CPU (or
-    with :data:`ENABLED` false) it is :func:`~repscope.training.engines.batched.batched_meta_step`.
+    Same arguments and result as
+    :func:`~repscope.training.engines.batched.batched_meta_gradients` (meta-gradients
+    into ``.grad``, metrics returned); on CPU (or with :data:`ENABLED` false) it is that
+    function.
 
     Examples
     --------
@@ -88,24 +91,23 @@ def graph_meta_step(model, meta_opt, episodes, config) -> dict:
     >>> cfg = get_preset("quick", n_way=3, meta_batch=2, inner_steps=1, engine="batched")
     >>> _ = torch.manual_seed(0)
     >>> net = build_model(cfg)
-    >>> opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     >>> eps = [SimpleNamespace(support_x=torch.randn(3, 1, 28, 28), support_y=torch.arange(3),
     ...                        query_x=torch.randn(3, 1, 28, 28), query_y=torch.arange(3))] * 2
-    >>> sorted(graph_meta_step(net, opt, eps, cfg))  # on CPU: the eager batched step
+    >>> sorted(graph_meta_gradients(net, eps, cfg))  # on CPU: the eager batched gradients
     ['post_acc', 'post_loss', 'pre_acc', 'pre_loss']
     """
     p0 = next(model.parameters())
     if p0.device.type != "cuda" or not ENABLED:
-        return batched_meta_step(model, meta_opt, episodes, config)
+        return batched_meta_gradients(model, episodes, config)
     inputs = stack_episodes(episodes, p0.device, p0.dtype)
     graphs = _GRAPHS.setdefault(model, {})
     key = _key(model, config, inputs)
     if key not in graphs:
         graphs[key] = _capture(model, config, inputs)
-    meta_opt.zero_grad(set_to_none=True)
     captured = graphs[key]
     if captured is None:
         grads, metrics = meta_gradients(model, *inputs, config)
     else:
         grads, metrics = captured.replay(inputs)
-    return apply_meta_gradients(model, meta_opt, grads, metrics, config)
+    set_gradients(model, grads)
+    return metrics

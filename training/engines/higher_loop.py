@@ -11,25 +11,28 @@ meta-parameters, task by task (so each task's graph is freed before the next).
   meta-parameters' ``.grad`` (parameters that were not adapted receive their direct
   gradient, as in first-order MAML).
 
-Then meta-gradients are optionally clipped elementwise to ``[-meta_clip, meta_clip]``
-(cbfinn/maml's Mini-ImageNet setting) and the meta-optimiser steps.
+The gradients land in ``.grad``; :func:`repscope.training.engines.meta_step` clips
+them and steps the meta-optimiser.
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..inner import _inner_loop, adapt, task_loss
-from .tensors import accuracy, episode_tensors
+from .tensors import PreStepLogits, accuracy, episode_tensors, task_metrics
 
-__all__ = ["higher_meta_step", "higher_evaluate", "higher_adapt_tasks", "PatchedNetwork"]
+__all__ = ["higher_meta_gradients", "higher_evaluate", "higher_adapt_tasks", "PatchedNetwork"]
 
 
 def _accuracy(logits, labels) -> float:
     return accuracy(logits, labels).item()
 
 
-def higher_meta_step(model, meta_opt, episodes, config) -> dict:
-    """One meta-update, task by task; see :func:`repscope.training.meta.meta_step`.
+def higher_meta_gradients(model, episodes, config) -> dict:
+    """Meta-gradients of ``episodes`` into ``.grad``, task by task; returns the metrics.
+
+    Adds each task's query-loss gradient (divided by the number of tasks) to the
+    ``.grad`` of ``model``'s parameters; zeroing, clipping and the optimiser step are
+    :func:`repscope.training.engines.meta_step`'s.
 
     Examples
     --------
@@ -40,36 +43,25 @@ def higher_meta_step(model, meta_opt, episodes, config) -> dict:
     >>> cfg = get_preset("quick", n_way=3, meta_batch=2, inner_steps=1)
     >>> _ = torch.manual_seed(0)
     >>> net = build_model(cfg)
-    >>> opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     >>> eps = [SimpleNamespace(support_x=torch.randn(3, 1, 28, 28), support_y=torch.arange(3),
     ...                        query_x=torch.randn(3, 1, 28, 28), query_y=torch.arange(3))] * 2
-    >>> sorted(higher_meta_step(net, opt, eps, cfg))
-    ['post_acc', 'post_loss', 'pre_acc', 'pre_loss']
+    >>> sorted(higher_meta_gradients(net, eps, cfg)), net.head.weight.grad.shape
+    (['post_acc', 'post_loss', 'pre_acc', 'pre_loss'], torch.Size([3, 64]))
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     params = list(model.parameters())
-    meta_opt.zero_grad(set_to_none=True)
     sums = dict(pre_loss=0.0, pre_acc=0.0, post_loss=0.0, post_acc=0.0)
     for episode in episodes:
         sx, sy, qx, qy = episode_tensors(episode, device, dtype)
-        seen = {}
-
-        def on_support(step, logits, seen=seen):
-            if step == 0:
-                seen["logits"] = logits.detach()
-
+        seen = PreStepLogits()
         fmodel = None
         for _, fmodel in _inner_loop(model, sx, sy, config, config.inner_steps,
-                                     not config.first_order, on_support):
+                                     not config.first_order, seen):
             pass
-        if "logits" not in seen:  # no inner step: the unadapted network on the support set
-            with torch.no_grad():
-                seen["logits"] = fmodel(sx)
-        sums["pre_loss"] += F.cross_entropy(seen["logits"], sy).item()
-        sums["pre_acc"] += _accuracy(seen["logits"], sy)
+        pre = seen.get(lambda: fmodel(sx))
         logits = fmodel(qx)
-        loss = task_loss(logits, qy, config.meta_loss, config.k_shot) / len(episodes)
+        loss = task_loss(logits, qy, config.meta_loss, config.k_shot, "meta_loss") / len(episodes)
         if config.first_order:
             fast = list(fmodel.parameters())
             grads = torch.autograd.grad(loss, fast, allow_unused=True)
@@ -78,12 +70,9 @@ def higher_meta_step(model, meta_opt, episodes, config) -> dict:
                     p.grad = g.detach().clone() if p.grad is None else p.grad + g
         else:
             loss.backward()
-        with torch.no_grad():
-            sums["post_loss"] += F.cross_entropy(logits, qy).item()
-            sums["post_acc"] += _accuracy(logits, qy)
-    if config.meta_clip is not None:
-        torch.nn.utils.clip_grad_value_(params, config.meta_clip)
-    meta_opt.step()
+        metrics = task_metrics(pre, sy, logits, qy)
+        for k, v in metrics.items():
+            sums[k] += v.item()
     return {k: v / len(episodes) for k, v in sums.items()}
 
 

@@ -15,7 +15,7 @@ tensors with a leading task dimension, ``(T, *shape)``.
 import torch
 import torch.nn.functional as F
 
-from ..model import _same_padding
+from ..model import same_padding
 from ..norm import batch_norm_no_scale
 
 __all__ = ["batched_forward", "BATCH_NORMS"]
@@ -36,8 +36,8 @@ def _block(x, params, prefix, block, n_tasks, norm):
     w = params[prefix + ".conv.weight"]
     b = params[prefix + ".conv.bias"]
     beta = params[prefix + ".norm.beta"]
-    top, bottom = _same_padding(x.shape[-2], block.kernel_size, block.stride)
-    left, right = _same_padding(x.shape[-1], block.kernel_size, block.stride)
+    top, bottom = same_padding(x.shape[-2], block.kernel_size, block.stride)
+    left, right = same_padding(x.shape[-1], block.kernel_size, block.stride)
     x = F.pad(x, (left, right, top, bottom))
     x = F.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=block.stride,
                  groups=n_tasks)
