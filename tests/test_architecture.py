@@ -250,9 +250,9 @@ FLOORS = {
     ],
     "repscope.training": [
         ("errors",),
-        ("options", "norm"),
+        ("options", "norm", "data"),
         ("config",),
-        ("model", "data"),
+        ("model",),
         ("inner", "tasks"),
         ("engines.tensors", "engines.network"),
         ("engines.higher_loop", "engines.batched"),
