@@ -232,11 +232,17 @@ def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
     what = (f"{', '.join(f'{k} = {metrics[k]}' for k in bad)}" if bad
             else "non-finite meta-parameters")
     _, saved = load_run(out)
-    last = max((s for s in saved if s < step), default=None)
+    # Non-finite metrics come from the weights before this step: that checkpoint is not
+    # finite either (its outputs are NaN); every one before it passed its next step.
+    before = step - 1 if bad else step
+    last = max((s for s in saved if s < before), default=None)
+    unusable = (f" (step {step - 1}, saved, gives non-finite outputs: record refuses it)"
+                if bad and step - 1 in saved else "")
     raise TrainingError(
         f"Training diverged at meta-step {step}: {what}. The run stops here; nothing of "
-        f"step {step} was written, and its newest checkpoint is "
-        f"{'step ' + str(last) if last is not None else 'none'} in {str(out / 'checkpoints')!r}. "
+        f"step {step} was written, and its last finite checkpoint is "
+        f"{'step ' + str(last) if last is not None else 'none'} in {str(out / 'checkpoints')!r}"
+        f"{unusable}. "
         "Lower --meta-lr or --inner-lr (or set --meta-clip) and start again with --overwrite")
 
 

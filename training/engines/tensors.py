@@ -48,12 +48,19 @@ def stack_episodes(episodes, device="cpu", dtype=torch.float32):
 def accuracy(logits, labels):
     """Share of correct argmax predictions over the last dim: one value per task.
 
+    A task whose logits are not all finite has no accuracy (NaN), not that of the
+    argmax of NaN.
+
     Examples
     --------
     >>> accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0]]), torch.tensor([0, 0])).item()
     0.5
+    >>> accuracy(torch.tensor([[float("nan"), 1.0], [0.0, 3.0]]), torch.tensor([0, 0])).item()
+    nan
     """
-    return (logits.argmax(dim=-1) == labels).double().mean(dim=-1)
+    acc = (logits.argmax(dim=-1) == labels).double().mean(dim=-1)
+    finite = torch.isfinite(logits).flatten(start_dim=-2).all(dim=-1)
+    return torch.where(finite, acc, torch.full_like(acc, float("nan")))
 
 
 def task_metrics(pre_logits, support_y, post_logits, query_y) -> dict:
