@@ -25,6 +25,7 @@ processes that no longer run (:func:`open_run` does so and warns).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import warnings
@@ -285,6 +286,32 @@ def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
         raise ProbeError(f"{path} holds checkpoints {found}, expected [{int(checkpoint)}]. {_FIX}")
 
 
+def _config_difference(first: str, other: str) -> str:
+    """Which settings two files' ``config`` attributes (JSON) differ in, for a message.
+
+    Examples
+    --------
+    >>> _config_difference('{"record": {"engine": "higher"}}', '{"record": {"engine": "batched"}}')
+    " (record.engine: 'higher' in the first file, 'batched' in this one)"
+    """
+    try:
+        a, b = json.loads(first), json.loads(other)
+    except (TypeError, ValueError):
+        return ""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return ""
+    diff = []
+    for section in sorted(set(a) | set(b)):
+        x, y = a.get(section), b.get(section)
+        if isinstance(x, dict) and isinstance(y, dict):
+            diff += [f"{section}.{k}: {x.get(k, '(not stored)')!r} in the first file, "
+                     f"{y.get(k, '(not stored)')!r} in this one"
+                     for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+        elif x != y:
+            diff.append(f"{section}: {x!r} in the first file, {y!r} in this one")
+    return f" ({'; '.join(diff[:6])})" if diff else ""
+
+
 def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
              chunks: Optional[dict] = None) -> xr.Dataset:
     """Open a run's activations folder as one Dataset, concatenated along ``checkpoint``.
@@ -367,7 +394,9 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
             if part.attrs[attr] != first.attrs[attr]:
                 raise ProbeError(
                     f"Attribute {attr!r} of {activation_file_path(folder, step)} differs from that of "
-                    f"{activation_file_path(folder, wanted[0])}: files from different runs in one folder?"
+                    f"{activation_file_path(folder, wanted[0])}"
+                    f"{_config_difference(first.attrs[attr], part.attrs[attr]) if attr == 'config' else ''}"
+                    ": files from different runs or recordings in one folder?"
                 )
     if len(parts) == 1:
         return first
