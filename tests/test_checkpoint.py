@@ -237,7 +237,9 @@ def test_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, data_root, m
         assert all(torch.isfinite(v).all() for v in load_checkpoint(path)["model"].values())
     text = (out / "metrics.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text
-    assert f"its newest checkpoint is step {max(saved)}" in err
+    # the newest checkpoint gave the NaN loss of the next step: the message names the one before
+    assert f"its last finite checkpoint is step {max(saved) - 1}" in err
+    assert f"step {max(saved)}, saved, gives non-finite outputs" in err
 
 
 def test_overwrite_removes_the_old_runs_recordings(tmp_path, data_root):
