@@ -99,3 +99,14 @@ def test_recording_a_non_finite_checkpoint_is_refused_naming_it(diverged, tmp_pa
     ds = open_run(tmp_path / "acts")
     assert all(np.isfinite(ds[v].values).all() for v in ds.data_vars
                if np.issubdtype(ds[v].dtype, np.floating))
+
+
+def test_validation_of_non_finite_outputs_stops_the_run_naming_the_last_finite_checkpoint(
+        tmp_path, data_root):
+    cfg = get_preset("quick", **{**RUN, "checkpoint_every": 1, "val_every": 1, "val_tasks": 2},
+                     meta_lr=1e37, data=str(data_root))
+    with pytest.raises(TrainingError, match=r"diverged at meta-step 1: validation accuracy is "
+                                            r"not a number.*last finite checkpoint is step 0"):
+        train(cfg, tmp_path / "run", log=None)
+    text = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "NaN" not in text and '"step": 1' not in text  # nothing of step 1 written

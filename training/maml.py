@@ -224,13 +224,16 @@ def _resume_point(out: Path, config: MAMLConfig, log):
     return found
 
 
-def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
-    """Stop a diverged run before it writes a non-finite value anywhere."""
+def _check_finite(step: int, metrics: dict, model, out: Path, outputs: str | None = None) -> None:
+    """Stop a diverged run before it writes a non-finite value anywhere.
+
+    ``outputs``: what of the weights after ``step`` gave non-finite outputs (validation).
+    """
     bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
-    if not bad and all(torch.isfinite(p).all() for p in model.parameters()):
+    if not bad and outputs is None and all(torch.isfinite(p).all() for p in model.parameters()):
         return
     what = (f"{', '.join(f'{k} = {metrics[k]}' for k in bad)}" if bad
-            else "non-finite meta-parameters")
+            else outputs or "non-finite meta-parameters")
     _, saved = load_run(out)
     # Non-finite metrics come from the weights before this step: that checkpoint is not
     # finite either (its outputs are NaN); every one before it passed its next step.
@@ -284,13 +287,18 @@ def _train(config, out, resuming, found, samplers, device, log, on_step, group):
         _check_finite(done, m, model, out)  # on every rank: all hold the same numbers
         if not main:
             continue
+        val = None
+        if config.val_every and done % config.val_every == 0:
+            val = _validate(model, samplers["val"], config)
+            if not math.isfinite(val["mean"]):
+                _check_finite(done, {}, model, out, "validation accuracy is not a number "
+                                                    "(the network's outputs are not finite)")
         _append(metrics, {"kind": "train", "step": done, **{k: round(v, 6) for k, v in m.items()},
                           "elapsed_s": round(time.time() - t0, 3)})
-        if config.val_every and done % config.val_every == 0:
-            v = _validate(model, samplers["val"], config)
-            _append(metrics, {"kind": "val", "step": done, **v})
-            log(f"step {done}: validation accuracy {v['mean']:.2f} +- {v['ci95']:.2f} % "
-                f"({v['n_tasks']} tasks)")
+        if val is not None:
+            _append(metrics, {"kind": "val", "step": done, **val})
+            log(f"step {done}: validation accuracy {val['mean']:.2f} +- {val['ci95']:.2f} % "
+                f"({val['n_tasks']} tasks)")
         if on_step is not None:
             on_step(done)
         if done in schedule:
