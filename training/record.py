@@ -415,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="Inner-loop engine that adapts the tasks (default: the run's). Stored "
                         "in each file; a folder holds one engine. In float32 the engines agree "
                         "at inner step 0 and drift apart after it (rounding amplified by the "
-                        "inner steps: up to 4e-5 after 1 step, 5e-2 after 5 on a quick run; "
+                        "inner steps: up to 4e-5 after 1 step, up to 5e-2 after 5 on a quick run; "
                         "float64 agrees to 1e-10).")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     return p

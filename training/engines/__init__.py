@@ -21,9 +21,10 @@ that turns an engine's meta-gradients into a meta-update, for every engine and f
 A run may be resumed, evaluated or recorded with the other engine, but in float32 the
 values are not the same: rounding differs between the engines and the inner steps
 amplify it. On a quick run recorded with each engine, activations agree exactly at
-inner step 0 and differ by up to 4e-5 after 1 inner step and 5e-2 after 5 (1 of 700
-evaluation tasks changed accuracy by 0.05); in float64 they agree to 1e-10. So a record
-stores its engine in every file and one folder holds one engine.
+inner step 0 and differ by up to 4e-5 after 1 inner step and up to 5e-2 after 5 (most
+tasks 1e-4 or less; 1 of 700 evaluation accuracies changed by 0.05); in float64 they
+agree to 1e-10. So a record stores its engine in every file and one folder holds one
+engine (see the reproduction guide).
 """
 from dataclasses import dataclass
 from typing import Callable
