@@ -37,7 +37,7 @@ Presets (see :data:`PRESETS`):
     (1000/60000 of the run, the paper's F2 gap scaled), validation and test tasks
     rotated as cbfinn/maml evaluates them.
 
-``quick`` and ``medium`` run the ``batched`` engine (equal to ``higher`` to rounding,
+``quick`` and ``medium`` run the ``batched`` engine (equal to ``higher`` in float64,
 faster on a CPU); the paper presets keep the reference ``higher``.
 """
 import dataclasses
@@ -141,9 +141,10 @@ class MAMLConfig:
     device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
     engine: str = _f("higher", f"Inner-loop engine, one of {list(ENGINE_NAMES)}: 'higher' (the "
                      "reference; tasks one after another through the higher library) or "
-                     "'batched' (all tasks of a meta-batch at once; equal to rounding, faster; "
-                     "see the benchmarks page). May change on --resume (the results then agree to "
-                     "rounding, not bit for bit).")
+                     "'batched' (all tasks of a meta-batch at once, faster; see the benchmarks page). "
+                     "They agree to 1e-10 in float64; in float32 rounding differs and the inner "
+                     "steps amplify it (the reproduction guide gives the size). May change on "
+                     "--resume (the results then differ by that, not bit for bit).")
     progress: bool = _f(True, "Show a tqdm progress bar.")
     threads: int = _f(1, THREADS_HELP + " Keep it unchanged across --resume for bit-exact "
                       "results.")
