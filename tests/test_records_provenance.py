@@ -110,3 +110,12 @@ def test_validation_of_non_finite_outputs_stops_the_run_naming_the_last_finite_c
         train(cfg, tmp_path / "run", log=None)
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and '"step": 1' not in text  # nothing of step 1 written
+
+
+def test_final_evaluation_of_non_finite_outputs_is_refused_not_stored(tmp_path, data_root):
+    cfg = get_preset("quick", **{**RUN, "steps": 1, "checkpoint_every": 1, "test_tasks": 2},
+                     meta_lr=1e37, data=str(data_root))
+    with pytest.raises(TrainingError, match=r"test accuracy is not a number.*"
+                                            r"last finite checkpoint is step 0"):
+        train(cfg, tmp_path / "run", log=None)
+    assert not (tmp_path / "run" / "evaluation.json").exists()

@@ -316,6 +316,17 @@ def _train(config, out, resuming, found, samplers, device, log, on_step, group):
     if (out / "state.pt").is_file():
         (out / "state.pt").unlink()  # the last scheduled checkpoint supersedes it
     result = final_evaluation(model, samplers, config, log=log)
+    bad = [k for k in ("test", "lake") if not math.isfinite(result.get(k, {}).get("mean", 0.0))]
+    if bad:  # the last step's weights give NaN outputs: no accuracy to report
+        _, saved = load_run(out)
+        last = max((s for s in saved if s < config.steps), default=None)
+        raise TrainingError(
+            f"Training diverged at its last meta-step {config.steps}: {' and '.join(bad)} "
+            "accuracy is not a number (the network's outputs are not finite), so "
+            f"evaluation.json is not written and checkpoint {config.steps} cannot be recorded; "
+            f"its last finite checkpoint is {'step ' + str(last) if last is not None else 'none'} "
+            f"in {str(out / 'checkpoints')!r}. Lower --meta-lr or --inner-lr (or set "
+            "--meta-clip) and start again with --overwrite")
     atomic_write_text(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
     return result
 
