@@ -392,10 +392,11 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
             )
         for attr in ("schema_version", "layers", "config"):
             if part.attrs[attr] != first.attrs[attr]:
+                which = (_config_difference(first.attrs[attr], part.attrs[attr])
+                         if attr == "config" else "")
                 raise ProbeError(
                     f"Attribute {attr!r} of {activation_file_path(folder, step)} differs from that of "
-                    f"{activation_file_path(folder, wanted[0])}"
-                    f"{_config_difference(first.attrs[attr], part.attrs[attr]) if attr == 'config' else ''}"
+                    f"{activation_file_path(folder, wanted[0])}{which}"
                     ": files from different runs or recordings in one folder?"
                 )
     if len(parts) == 1:

@@ -110,7 +110,8 @@ def test_cli_and_bad_checkpoint_specs(tiny_run, tmp_path, capsys):
     assert main(["--run", str(tiny_run), "--out", str(tmp_path / "a"), "--checkpoints", "2",
                  "--tasks", "3", "--inner-steps", "0,1", "--eval-tasks", "0", "--layers", "head",
                  "--no-progress"]) == 2
-    assert "already holds recordings made with other settings (tasks: 2 in the folder, 3 now)" in capsys.readouterr().err
+    assert ("already holds recordings made with other settings (tasks: 2 in the folder, 3 now)"
+            in capsys.readouterr().err)
     assert main(["--run", str(tiny_run), "--checkpoints", "7", "--no-progress"]) == 2
     assert "not in the run" in capsys.readouterr().err
     with pytest.raises(TrainingError, match="Expected 'all', 'every:K'"):

@@ -58,7 +58,8 @@ def test_recording_with_another_engine_into_a_folder_is_refused_naming_both(run,
 
 def test_open_run_names_mixed_engines(run, tmp_path):
     record_run(run, RecordConfig(checkpoints="0", engine="higher", **REC), tmp_path / "a", log=None)
-    record_run(run, RecordConfig(checkpoints="4", engine="batched", **REC), tmp_path / "b", log=None)
+    record_run(run, RecordConfig(checkpoints="4", engine="batched", **REC), tmp_path / "b",
+               log=None)
     shutil.copy(activation_file_path(tmp_path / "b", 4), activation_file_path(tmp_path / "a", 4))
     with pytest.raises(ProbeError, match=r"record\.engine: 'higher' in the first file, "
                                          r"'batched' in this one"):

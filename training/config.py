@@ -141,7 +141,8 @@ class MAMLConfig:
     device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
     engine: str = _f("higher", f"Inner-loop engine, one of {list(ENGINE_NAMES)}: 'higher' (the "
                      "reference; tasks one after another through the higher library) or "
-                     "'batched' (all tasks of a meta-batch at once, faster; see the benchmarks page). "
+                     "'batched' (all tasks of a meta-batch at once, faster; see the benchmarks "
+                     "page). "
                      "They agree to 1e-10 in float64; in float32 rounding differs and the inner "
                      "steps amplify it (the reproduction guide gives the size). May change on "
                      "--resume (the results then differ by that, not bit for bit).")

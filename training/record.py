@@ -94,7 +94,7 @@ class RecordConfig:
     data: Optional[str] = None
     progress: bool = True
     threads: int = 1
-    engine: Optional[str] = None  # None: the run's engine; stored in each file (values differ in float32)
+    engine: Optional[str] = None  # None: the run's; stored in each file (float32 values differ)
 
     def __post_init__(self):
         self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
@@ -259,7 +259,8 @@ def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
     wanted = json.loads(json.dumps(run_config))
     if stored != wanted:
         old = stored.get("record", {})
-        diff = [f"{k}: {old.get(k, '(not stored)')!r} in the folder, {wanted['record'].get(k)!r} now"
+        diff = [f"{k}: {old.get(k, '(not stored)')!r} in the folder, "
+                f"{wanted['record'].get(k)!r} now"
                 for k in sorted(set(old) | set(wanted["record"]))
                 if old.get(k) != wanted["record"].get(k)]
         raise TrainingError(
