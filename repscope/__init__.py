@@ -29,7 +29,14 @@ from typing import NamedTuple
 from repscope.probes import Probe, open_run, write_checkpoint
 
 class Command(NamedTuple):
-    """A command line: the module whose ``main(argv)`` runs it, and what it does."""
+    """A command line: ``module``, whose ``main(argv)`` runs it, and ``summary``, one line
+    on what it does (shown by ``repscope --help``).
+
+    Examples
+    --------
+    >>> COMMANDS["maml"].module
+    'repscope.training.maml'
+    """
 
     module: str
     summary: str

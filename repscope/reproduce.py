@@ -256,8 +256,23 @@ def _data_args(data: Path | None) -> list[str]:
 
 
 def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
-                     device: str | None = None) -> tuple[list[Path], Path]:
+                     device: str | None = None, run=None) -> tuple[list[Path], Path]:
     """Run the stages of reproduction ``preset`` whose outputs are missing in ``runs_dir``.
+
+    Parameters
+    ----------
+    preset : str
+        A key of :data:`REPRODUCTIONS`.
+    runs_dir : path-like
+        Where the runs are trained (one folder per training preset, and ``mnist``).
+    data : path-like, optional
+        Data folder passed to the training commands (default: ``$REPSCOPE_DATA``, else
+        they download).
+    device : str, optional
+        ``--device`` of the training commands.
+    run : callable, optional
+        ``run(command, what)`` runs one stage's command line (default: as a process,
+        stopping with :class:`~repscope.analyses.errors.AnalysisError` when it fails).
 
     Returns
     -------
@@ -265,7 +280,17 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
         The meta-learning run folders (a Mini-ImageNet run only when its data are found).
     mnist : pathlib.Path
         The supervised control's run folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     runs, mnist = train_and_record("quick", Path(d), run=lambda cmd, what: print(what))
+    train quick
+    record quick
+    train the supervised MNIST control
     """
+    run = run or _stage
     stages = REPRODUCTIONS[preset]
     data_args = _data_args(data)
     dev = ["--device", device] if device else []
@@ -283,22 +308,22 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
             print(f"{_LOG} skip training {name}: checkpoints exist in {out}", flush=True)
         else:
             resume = ["--resume"] if state == "partial" else []
-            _stage([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out",
-                    str(out)] + resume + data_args + dev,
-                   f"train {name}" + (" (resume)" if resume else ""))
+            run([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out",
+                 str(out)] + resume + data_args + dev,
+                f"train {name}" + (" (resume)" if resume else ""))
         if _has(out / "activations", "checkpoint_*.nc"):
             print(f"{_LOG} skip recording {name}: {out / 'activations'} exists", flush=True)
         else:
-            _stage([sys.executable, "-m", "repscope.training.record", "--run", str(out),
-                    *stages["record"]] + data_args + dev, f"record {name}")
+            run([sys.executable, "-m", "repscope.training.record", "--run", str(out),
+                 *stages["record"]] + data_args + dev, f"record {name}")
         runs.append(out)
     mnist = Path(runs_dir) / "mnist"
     if _has(mnist / "activations", "*.nc") and (mnist / "summary.json").is_file():
         print(f"{_LOG} skip supervised control: {mnist / 'activations'} exists", flush=True)
     else:  # a folder without summary.json was interrupted: start it again
         again = ["--overwrite"] if mnist.exists() else []
-        _stage([sys.executable, "-m", "repscope.training.supervised", "--out", str(mnist)]
-               + again + data_args + dev, "train the supervised MNIST control")
+        run([sys.executable, "-m", "repscope.training.supervised", "--out", str(mnist)]
+            + again + data_args + dev, "train the supervised MNIST control")
     return runs, mnist
 
 

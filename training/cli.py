@@ -227,16 +227,17 @@ def build_parser(prog: str, description: str, settings, groups: dict, *, default
     ----------
     prog, description, usage, epilog : str
         As :class:`argparse.ArgumentParser` takes them (``usage``: default, every option).
-    settings : dataclass type or sequence of them
-        Each field becomes ``--field-name`` (a value the parser has not seen is ``None``).
+    settings : type or tuple of type
+        A dataclass, or several; each field becomes ``--field-name`` (a value the parser
+        has not seen is ``None``).
     groups : dict
         ``{title: [item, ...]}`` in display order; an item is a field name or an
         :func:`arg` (an argument that is not a setting; one marked ``required`` is required
         unless ``--show-config`` is given). Every field must be in one group or in
         ``hidden``.
-    defaults : dict or dataclass instance, optional
-        The values the command resolves when an option is not given (a preset's), shown
-        as ``(default: VALUE)``; default: the fields' own defaults.
+    defaults : dict or object, optional
+        A dict or dataclass instance: the values the command resolves when an option is
+        not given (a preset's), shown as ``(default: VALUE)``; default: the fields' own.
     choices : dict, optional
         ``{field: allowed values}``; for a list field, the values of each element.
     arguments : dict, optional
