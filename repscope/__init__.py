@@ -24,19 +24,38 @@ True
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 from repscope.probes import Probe, open_run, write_checkpoint
 
-#: ``python -m repscope NAME`` (and the ``repscope NAME`` console script) runs this module's
+class Command(NamedTuple):
+    """A command line: ``module``, whose ``main(argv)`` runs it, and ``summary``, one line
+    on what it does (shown by ``repscope --help``).
+
+    Examples
+    --------
+    >>> COMMANDS["maml"].module
+    'repscope.training.maml'
+    """
+
+    module: str
+    summary: str
+
+
+#: ``python -m repscope NAME`` (and the ``repscope NAME`` console script) runs the module's
 #: ``main(argv)``.
 COMMANDS = {
-    "maml": "repscope.training.maml",
-    "record": "repscope.training.record",
-    "supervised": "repscope.training.supervised",
-    "layer-similarity": "repscope.analyses.layer_similarity",
+    "maml": Command("repscope.training.maml",
+                    "Meta-train the conv4 network with MAML; writes a run folder."),
+    "record": Command("repscope.training.record",
+                      "Record a MAML run's layer outputs over its checkpoints and inner steps."),
+    "supervised": Command("repscope.training.supervised",
+                          "Train and record the supervised MNIST control."),
+    "layer-similarity": Command("repscope.reproduce",
+                                "Train, record and analyse: the paper's figures and findings."),
 }
 
-__all__ = ["Probe", "open_run", "write_checkpoint", "COMMANDS"]
+__all__ = ["Probe", "open_run", "write_checkpoint", "COMMANDS", "Command"]
 
 
 def __getattr__(name):

@@ -1,15 +1,37 @@
-"""``python -m repscope COMMAND [OPTIONS]``: the command lines under one name.
+"""``repscope COMMAND [OPTION ...]`` (or ``python -m repscope``): the command lines under one name.
 
-``python -m repscope maml --preset quick --out runs/quick`` is
-``python -m repscope.training.maml --preset quick --out runs/quick``; the commands are
-listed in :data:`repscope.COMMANDS` and each has ``--help``.
+``repscope maml --preset quick --out runs/quick`` is
+``python -m repscope.training.maml --preset quick --out runs/quick``; ``repscope --help``
+lists the commands (:data:`repscope.COMMANDS`) and each has ``--help``;
+``repscope --version`` prints the installed version.
 """
 from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from repscope import COMMANDS
+
+USAGE = "usage: repscope [-h] [--version] COMMAND [OPTION ...]"
+
+
+def _version() -> str:
+    try:
+        return version("repscope")
+    except PackageNotFoundError:
+        return "(not installed: no package metadata)"
+
+
+def _help() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    lines = [USAGE, "", "Probes, RSA and CKA for MAML: what do a network's layers represent, "
+             "and how", "does that change during meta-learning?", "", "commands:"]
+    lines += [f"  {name:<{width}}{command.summary}" for name, command in COMMANDS.items()]
+    lines += ["", "options:", f"  {'-h, --help':<{width}}show this help message and exit",
+              f"  {'--version':<{width}}show the version and exit", "",
+              "Run 'repscope COMMAND --help' for the options of a command."]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -29,19 +51,23 @@ def main(argv=None) -> int:
     --------
     >>> main(["nosuch"])
     2
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    repscope ...
+    0
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m repscope {%s} [OPTIONS]" % ",".join(COMMANDS)
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(COMMANDS[argv[0]].module)
+        return module.main(argv[1:])
+    if argv[:1] == ["--version"]:
+        print(f"repscope {_version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage + "\n\n" + "\n".join(f"  {name:<17} python -m {mod}"
-                                        for name, mod in COMMANDS.items()))
+        print(_help())
         return 0 if argv else 2
-    if argv[0] not in COMMANDS:
-        print(f"{usage}\nrepscope: unknown command {argv[0]!r}; expected one of "
-              f"{sorted(COMMANDS)}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[argv[0]])
-    return module.main(argv[1:])
+    print(f"{USAGE}\nrepscope: unknown command {argv[0]!r}; expected one of "
+          f"{sorted(COMMANDS)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ KNOWN_WITHOUT_EXAMPLES = frozenset({
     "repscope.analyses.figure_data.inner_loop_change",
     "repscope.analyses.figure_data.rdm_of_rdms",
     "repscope.analyses.figure_data.training_change",
-    "repscope.analyses.layer_similarity.main",
     "repscope.analyses.measures.Measure",
     "repscope.analyses.pipeline.AnalysisConfig",
     "repscope.analyses.pipeline.analyse_maml",
@@ -102,6 +101,10 @@ def _inventory(path: Path) -> dict[str, str]:
 def _modules():
     """Every importable public module of our packages (no ``_private`` ones, no conftest)."""
     yield importlib.import_module("repscope")
+    top = importlib.import_module("repscope")
+    for info in pkgutil.iter_modules(top.__path__, "repscope."):  # the top floor: reproduce
+        if not info.name.rpartition(".")[2].startswith("_"):
+            yield importlib.import_module(info.name)
     for pkg in PACKAGES:
         package = importlib.import_module(pkg)
         yield package

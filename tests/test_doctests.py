@@ -21,7 +21,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
 def _module_names() -> list[str]:
-    names = ["repscope", "repscope.__main__"]
+    names = ["repscope"] + [info.name for info in pkgutil.iter_modules(repscope.__path__, "repscope.")]
     for sub in ("probes", "training", "analyses"):
         package = importlib.import_module(f"repscope.{sub}")
         names.append(package.__name__)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from repscope import reproduce
 from repscope.analyses import layer_similarity
 from repscope.analyses.saving import load_netcdf
 from test_analyses_data import make_claims_record, make_record, make_supervised, write_run
@@ -54,11 +55,12 @@ def test_run_option_detects_the_kind_of_record(runs, tmp_path):
 
 
 def test_errors_are_reported_not_raised(runs, tmp_path, capsys):
-    rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--measures", "rsa,cka",
-                                "--results", str(tmp_path)])
-    assert rc == 2
+    with pytest.raises(SystemExit) as exc:  # a measure outside the registry: the parser refuses it
+        layer_similarity.main(["--maml-run", str(runs / "quick"), "--measures", "rsa,cka",
+                               "--results", str(tmp_path)])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "Unknown measure 'cka'" in err and "cka_linear" in err
+    assert "argument --measures: invalid choice: 'cka'" in err and "cka_linear" in err
     assert layer_similarity.main(["--maml-run", str(tmp_path / "nothing"), "--results", str(tmp_path)]) == 2
 
 
@@ -69,29 +71,23 @@ def test_script_help_runs_from_a_plain_python_call():
         assert opt in done.stdout
 
 
-def test_option_lists_match_the_registries():
-    from repscope.analyses.measures import MEASURES
+def test_option_choices_are_the_registries():
     from repscope.analyses.mds import MDS_MODES
     from repscope.analyses.rdms import RDM_METHODS
-
-    assert set(layer_similarity.MEASURE_NAMES) == set(MEASURES)
-    assert set(layer_similarity.RDM_METHOD_NAMES) == set(RDM_METHODS)
-    assert set(layer_similarity.MDS_MODE_NAMES) == set(MDS_MODES)
-    from repscope.analyses.pipeline import FIGURES
     from repscope.analyses.task_units import CI_UNITS
     from repscope.analyses.uncertainty import BANDS
 
-    assert set(layer_similarity.BAND_NAMES) == set(BANDS)
-    assert set(layer_similarity.CI_UNIT_NAMES) == set(CI_UNITS)
-    assert set(layer_similarity.FIGURE_NAMES) == set(FIGURES)
+    choices = {a.dest: a.choices for a in reproduce._parser()._actions}
+    assert set(choices["rdm_method"]) == set(RDM_METHODS)
+    assert set(choices["mds_mode"]) == set(MDS_MODES)
+    assert set(choices["band"]) == set(BANDS) and set(choices["ci_unit"]) == set(CI_UNITS)
 
 
 def test_medium_preset_runs_its_own_stages(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(layer_similarity, "_stage", lambda cmd, what: calls.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "_stage", lambda cmd, what: calls.append(cmd[1:]))
     monkeypatch.delenv("REPSCOPE_DATA", raising=False)
-    args = layer_similarity._parser().parse_args(["--preset", "medium", "--runs-dir", str(tmp_path)])
-    runs, _ = layer_similarity._train_and_record(args)
+    runs, _ = reproduce.train_and_record("medium", tmp_path)
     assert runs == [tmp_path / "medium"]
     assert calls[0] == ["-m", "repscope.training.maml", "--preset", "medium", "--out", str(tmp_path / "medium")]
     assert calls[1][calls[1].index("--tasks") + 1] == "5"
@@ -105,7 +101,7 @@ def test_medium_preset_records_saved_checkpoints_at_the_scaled_gaps():
 
     cfg = get_preset("medium")
     assert (cfg.n_way, cfg.k_shot, cfg.inner_steps, cfg.first_order) == (20, 1, 5, False)
-    rec = layer_similarity.REPRODUCTIONS["medium"]["record"]
+    rec = reproduce.REPRODUCTIONS["medium"]["record"]
     ck = [int(c) for c in rec[rec.index("--checkpoints") + 1].split(",")]
     assert set(ck) <= set(checkpoint_steps(cfg)) and ck[-1] == cfg.steps
     for gap in (scaled_gap(1000, cfg.steps), scaled_gap(10000, cfg.steps)):
@@ -129,10 +125,9 @@ def test_per_figure_options_reach_the_analysis(runs, tmp_path, capsys):
 
 def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(layer_similarity, "_stage", lambda cmd, what: calls.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "_stage", lambda cmd, what: calls.append(cmd[1:]))
     monkeypatch.setenv("REPSCOPE_DATA", "/data")
-    args = layer_similarity._parser().parse_args(["--runs-dir", str(tmp_path)])
-    runs, mnist = layer_similarity._train_and_record(args)
+    runs, mnist = reproduce.train_and_record("quick", tmp_path)
     assert runs == [tmp_path / "quick"] and mnist == tmp_path / "mnist"
     assert calls[0] == ["-m", "repscope.training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
                         "--data", "/data"]
@@ -150,12 +145,12 @@ def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(
     (tmp_path / "mnist" / "activations" / "checkpoint_00000000.nc").write_bytes(b"")
     (tmp_path / "mnist" / "summary.json").write_text("{}")
     calls.clear()
-    layer_similarity._train_and_record(args)
+    reproduce.train_and_record("quick", tmp_path)
     assert calls == [["-m", "repscope.training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
                       "--resume", "--data", "/data"]]
     (ck / "step_00001000.pt").write_bytes(b"")
     calls.clear()
-    layer_similarity._train_and_record(args)
+    reproduce.train_and_record("quick", tmp_path)
     assert calls == []
 
 
@@ -203,7 +198,6 @@ def test_a_record_without_a_kind_is_refused_with_the_fix(data_root, tmp_path, ca
     (["--measures", "rsa,rsa"], "measures (--measures) = ('rsa', 'rsa')"),
     (["--meta-gap", "0"], "meta_gap (--meta-gap) = 0 is not allowed; expected a whole number >= 1"),
     (["--seed", "-1"], "seed (--seed) = -1"),
-    (["--device", "nonsense"], "device (--device) = 'nonsense'"),
     (["--mnist-run", "nowhere"], "--mnist-run nowhere: no activation record there"),
 ])
 def test_bad_options_are_refused_before_anything_is_computed_or_written(runs, tmp_path, capsys, monkeypatch,
@@ -215,9 +209,61 @@ def test_bad_options_are_refused_before_anything_is_computed_or_written(runs, tm
 
     monkeypatch.setattr(pipeline, "analyse_maml", forbidden)
     monkeypatch.setattr(pipeline, "analyse_supervised", forbidden)
-    monkeypatch.setattr(layer_similarity, "_stage", forbidden)
+    monkeypatch.setattr(reproduce, "_stage", forbidden)
     out = tmp_path / "results"
     rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--results", str(out)] + argv)
     assert rc == 2
     assert named in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_paper_preset_finds_miniimagenet_where_the_loader_looks(tmp_path, monkeypatch):
+    """No data folder named: Mini-ImageNet is read from the download cache under
+    $XDG_CACHE_HOME, as training reads it, and trained only when it is there."""
+    calls = []
+    monkeypatch.setattr(reproduce, "_stage", lambda cmd, what: calls.append(cmd[1:]))
+    for name in ("REPSCOPE_DATA", "REPSCOPE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    trained = lambda: [c[c.index("--preset") + 1] for c in calls if "--preset" in c]  # noqa: E731
+    reproduce.train_and_record("paper", tmp_path / "runs")
+    assert trained() == ["omniglot-20way-1shot"]
+    folder = tmp_path / "xdg" / "repscope" / "data" / "miniimagenet"
+    (folder / "images").mkdir(parents=True)
+    (folder / "train.csv").write_text("filename,label\n")
+    calls.clear()
+    runs, _ = reproduce.train_and_record("paper", tmp_path / "runs")
+    assert trained() == ["omniglot-20way-1shot", "miniimagenet-5way-1shot"]
+    assert runs[-1] == tmp_path / "runs" / "miniimagenet-5way-1shot"
+
+
+def test_medium_steps_come_from_the_training_preset(monkeypatch):
+    from repscope.training.config import get_preset
+
+    cfg = get_preset("medium")
+    rec = reproduce.REPRODUCTIONS["medium"]["record"]
+    ck = [int(c) for c in rec[rec.index("--checkpoints") + 1].split(",")]
+    assert ck[-1] == cfg.steps and cfg.steps - cfg.checkpoint_every in ck
+    assert reproduce.REPRODUCTIONS["medium"]["analysis"]["fig1b_gap"] == 5 * cfg.checkpoint_every
+
+
+def test_show_config_prints_the_resolved_configuration_and_stops(tmp_path, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setattr(reproduce, "_stage", lambda *a: pytest.fail("--show-config trained"))
+    assert reproduce.main(["--preset", "medium", "--runs-dir", str(tmp_path / "runs"),
+                           "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["options"]["preset"] == "medium" and shown["analysis"]["fig1b_gap"] == 200
+    assert not (tmp_path / "runs").exists()
+    assert reproduce.main(["--n-boot", "1", "--show-config"]) == 2  # the error, not a config
+    captured = capsys.readouterr()
+    assert "n_boot (--n-boot) = 1" in captured.err and captured.out == ""
+
+
+def test_the_last_line_names_the_absolute_results_folder(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert reproduce.main(["--mnist-run", str(runs / "mnist"), "--results", "res", "--formats", "png",
+                           "--n-boot", "50"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"figures, their values and findings.md written to {tmp_path / 'res'}"

@@ -56,8 +56,9 @@ def test_default_recording_is_the_papers(run):
 
 def test_cli_reduce_error_writes_nothing(run, tmp_path, capsys):
     out = tmp_path / "acts"
-    rc = record_main(["--run", str(run), "--out", str(out), "--reduce", "conv4=avg", "--no-progress"])
-    assert rc == 2 and "conv4=avg" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exc:  # refused by the parser
+        record_main(["--run", str(run), "--out", str(out), "--reduce", "conv4=avg", "--no-progress"])
+    assert exc.value.code == 2 and "conv4=avg" in capsys.readouterr().err and not out.exists()
 
 
 def test_rotate_eval_rotates_held_out_tasks_only_when_asked(data_root):

@@ -46,7 +46,7 @@ from typing import Optional
 
 from .data.omniglot import ARCHIVE_SETS, BACKGROUND_ARCHIVES
 from .errors import TrainingError
-from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_positive
+from .options import THREADS_HELP, check_choice, check_device, check_int, check_positive
 from .options import check_threads
 
 __all__ = ["MAMLConfig", "PRESETS", "get_preset", "checkpoint_steps", "LOSS_CONVENTIONS"]
@@ -61,6 +61,13 @@ RUNTIME_FIELDS = ("device", "progress", "data", "steps", "threads", "engine")
 #: Values of ``engine``, the reference first; the registry
 #: (:data:`repscope.training.engines.ENGINES`) holds an engine of each name.
 ENGINE_NAMES = ("higher", "batched")
+
+
+#: Fields that take one of a fixed list of values, and the list (the command line's
+#: choices too; ``device``: :data:`repscope.training.options.DEVICES`).
+CHOICES = {"dataset": DATASETS, "inner_loss": LOSS_CONVENTIONS, "meta_loss": LOSS_CONVENTIONS,
+           "features": ("mean", "flatten"), "head_init": ("normal", "xavier"),
+           "engine": ENGINE_NAMES}
 
 
 def _f(default, help, **kw):
@@ -81,15 +88,14 @@ class MAMLConfig:
     """
 
     preset: str = _f("quick", "Name of the preset these values started from.")
-    dataset: str = _f("omniglot", f"Data set, one of {list(DATASETS)}.")
-    archives: tuple = _f(SMALL_ARCHIVES, "Omniglot archives to train on (comma-separated on the "
-                         "command line). The small background ones are on this machine; the "
-                         "paper's split needs images_background,images_evaluation.")
-    data: Optional[str] = _f(None, "Data folder laid out like ../shared/data (default: "
-                             "$REPSCOPE_DATA, else the download cache).")
+    dataset: str = _f("omniglot", "Data set.")
+    archives: tuple = _f(SMALL_ARCHIVES, "Omniglot archives to train on. The paper's split "
+                         "needs images_background,images_evaluation.")
+    data: Optional[str] = _f(None, "Data folder holding omniglot/ (and miniimagenet/); none: "
+                             "$REPSCOPE_DATA, else the download cache.")
     n_train: Optional[int] = _f(172, "Omniglot characters in the meta-training split.")
     n_val: Optional[int] = _f(35, "Omniglot characters in the validation split.")
-    n_test: Optional[int] = _f(35, "Omniglot characters in the test split (None: the rest).")
+    n_test: Optional[int] = _f(35, "Omniglot characters in the test split (none: the rest).")
     rotate: bool = _f(True, "Rotate each class of a task by a random multiple of 90 degrees "
                       "during meta-training (Finn et al.'s augmentation).")
     rotate_eval: bool = _f(False, "Also rotate the classes of validation and test tasks (and the "
@@ -126,7 +132,7 @@ class MAMLConfig:
                            "list of module names such as 'conv4,head'.")
     meta_lr: float = _f(1e-3, "Adam learning rate of the meta-update.")
     meta_clip: Optional[float] = _f(None, "Clip each meta-gradient element to [-c, c] "
-                                    "(10 for Mini-ImageNet); None: no clipping.")
+                                    "(10 for Mini-ImageNet); none: no clipping.")
     steps: int = _f(60000, "Meta-training steps.")
     seed: int = _f(0, "Seed of the initial weights, the splits and every episode.")
     checkpoint_every: int = _f(1000, "Checkpoint every this many steps (plus step 0, the last "
@@ -134,12 +140,12 @@ class MAMLConfig:
     checkpoint_log: bool = _f(True, "Add log-spaced early checkpoints (1, 2, 5, 10, ...).")
     state_every: int = _f(100, "Also save the resumable state (state.pt) every this many steps.")
     val_every: int = _f(1000, "Validate every this many steps (0: never).")
-    val_tasks: int = _f(600, "Held-out tasks per validation (mean and 95%% CI).")
+    val_tasks: int = _f(600, "Held-out tasks per validation (mean and 95% CI).")
     test_tasks: int = _f(600, "Held-out test tasks evaluated after training (0: skip).")
     lake_eval: bool = _f(False, "Evaluate on Lake et al.'s 20-run one-shot benchmark after "
                          "training (only allowed when training on background alphabets).")
-    device: str = _f("cpu", f"Device, one of {list(DEVICES)}.")
-    engine: str = _f("higher", f"Inner-loop engine, one of {list(ENGINE_NAMES)}: 'higher' (the "
+    device: str = _f("cpu", "Device.")
+    engine: str = _f("higher", "Inner-loop engine: 'higher' (the "
                      "reference; tasks one after another through the higher library) or "
                      "'batched' (all tasks of a meta-batch at once, faster; see the benchmarks "
                      "page). "
@@ -158,10 +164,7 @@ class MAMLConfig:
 
     def validate(self) -> None:
         """Check option values; raise :class:`TrainingError` naming the bad one."""
-        choices = {"dataset": DATASETS, "inner_loss": LOSS_CONVENTIONS,
-                   "meta_loss": LOSS_CONVENTIONS, "features": ("mean", "flatten"),
-                   "head_init": ("normal", "xavier"), "engine": ENGINE_NAMES}
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             check_choice(name, getattr(self, name), allowed)
         check_device(self.device, available=False)  # a stored run may come from a GPU
         for name in ("n_way", "k_shot", "n_query", "n_query_eval", "meta_batch",

@@ -42,7 +42,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import get_args
 
 import torch
 
@@ -51,12 +50,14 @@ from ..probes.store import remove_recordings
 from .checkpoint import (clean_run_folder, latest_resumable, load_checkpoint, load_run,
                          save_checkpoint, set_rng_state, training_state_path)
 from .distributed import Ranks, leave, ranks
-from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
+from .cli import arg, build_parser, given, peek, print_config, wrote
+from .config import (CHOICES, PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps,  # noqa: F401
+                     get_preset)
 from .errors import TrainingError
 from .evaluate import PUBLISHED, evaluate_tasks, lake_episodes, summarize
 from .engines import meta_step
 from .model import build_model
-from .options import check_device, torch_threads
+from .options import DEVICES, check_device, torch_threads
 from .tasks import lake_runs, task_samplers
 
 __all__ = ["train", "main"]
@@ -333,65 +334,48 @@ def _train(config, out, resuming, found, samplers, device, log, on_step, group):
 
 # ----------------------------------------------------------------------------- CLI
 
-def _base_type(field):
-    args = [a for a in get_args(field.type) if a is not type(None)]
-    return args[0] if args else field.type
+_GROUPS = {
+    "preset": [arg("--preset", choices=sorted(PRESETS), default=None,
+                   help="Starting configuration; every option below overrides its value "
+                        "(default: quick; on --resume: the stored run's configuration).")],
+    "data and tasks": ["dataset", "archives", "data", "n_train", "n_val", "n_test", "rotate",
+                       "rotate_eval", "n_way", "k_shot", "n_query", "n_query_eval"],
+    "model": ["image_size", "in_channels", "n_filters", "stride", "pool", "features",
+              "head_init"],
+    "inner loop": ["inner_steps", "inner_steps_eval", "inner_lr", "inner_loss", "first_order",
+                   "adapt_bn", "adapt_layers"],
+    "outer loop": ["meta_batch", "meta_lr", "meta_loss", "meta_clip", "steps", "seed"],
+    "evaluation": ["val_every", "val_tasks", "test_tasks", "lake_eval"],
+    "checkpoints": [
+        arg("--out", required=True, metavar="DIR", help="Run folder to write."),
+        arg("--resume", action="store_true",
+            help="Continue the run in --out from its newest saved state (a folder without a "
+                 "run starts a new one). Options other than --steps, --device, --data, "
+                 "--threads, --engine and --progress must match the run."),
+        arg("--overwrite", action="store_true",
+            help="Delete the run in --out and start again from step 0."),
+        "checkpoint_every", "checkpoint_log", "state_every"],
+    "runtime": ["device", "engine", "threads", "progress"],
+}
 
 
-def _parse_value(kind, optional):
-    def parse(text):
-        if optional and text.lower() == "none":
-            return None
-        return kind(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m repscope.training.maml",
-        description="Meta-train the conv4 network of Finn et al. (2017) with MAML (--engine "
-                    "higher or batched) and write a run folder: config.json, checkpoints/, "
-                    "metrics.jsonl, evaluation.json. Presets: " + ", ".join(sorted(PRESETS))
-                    + ". Every option below overrides the value of the preset (see training/config.py "
-                    "for each preset's values).",
-    )
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="Starting configuration (default: quick; on --resume: the stored "
-                        "run's configuration).")
-    p.add_argument("--out", required=True, help="Run folder to write.")
-    p.add_argument("--resume", action="store_true",
-                   help="Continue the run in --out from its newest saved state (a folder "
-                        "without a run starts a new one). Options other than --steps, "
-                        "--device, --data, --threads and --progress must match the run.")
-    p.add_argument("--overwrite", action="store_true",
-                   help="Delete the run in --out and start again from step 0.")
-    for f in dataclasses.fields(MAMLConfig):
-        if f.name == "preset":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = _base_type(f)
-        optional = type(None) in get_args(f.type)
-        if kind is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                           default=None, help=f.metadata["help"])
-        elif kind is tuple:
-            p.add_argument(flag, dest=f.name, default=None, metavar="A,B",
-                           type=lambda s: tuple(a for a in s.split(",") if a),
-                           help=f.metadata["help"])
-        else:
-            p.add_argument(flag, dest=f.name, default=None,
-                           type=_parse_value(kind, optional),
-                           help=f.metadata["help"] + (" ('none' for None)" if optional else ""))
-    return p
+def _parser(preset: str = "quick") -> argparse.ArgumentParser:
+    """The command line, its defaults shown as ``preset`` resolves them."""
+    return build_parser(
+        "python -m repscope.training.maml",
+        "Meta-train the conv4 network of Finn et al. (2017) with MAML and write a run "
+        "folder: config.json, checkpoints/, metrics.jsonl, evaluation.json. The defaults "
+        f"shown are those of preset {preset!r}; --preset NAME --help shows another's.",
+        MAMLConfig, _GROUPS, defaults=get_preset(preset), hidden=("preset",),
+        choices={**CHOICES, "device": DEVICES}, arguments={"data": {"metavar": "DIR"}},
+        usage="%(prog)s [--preset NAME] --out DIR [OPTION ...]")
 
 
 def config_from_args(args) -> MAMLConfig:
     """The resolved configuration of parsed command-line ``args``."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(MAMLConfig)
-                 if f.name != "preset" and getattr(args, f.name) is not None}
-    out = Path(args.out)
-    if args.resume and (out / "config.json").is_file():
+    overrides = {k: v for k, v in given(args, MAMLConfig).items() if k != "preset"}
+    out = Path(args.out) if args.out is not None else None
+    if args.resume and out is not None and (out / "config.json").is_file():
         stored = load_run(out)[0]
         if args.preset is None or args.preset == stored.preset:
             return dataclasses.replace(stored, **overrides)
@@ -400,10 +384,14 @@ def config_from_args(args) -> MAMLConfig:
 
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
+    preset = peek(argv, "--preset")
+    parser = _parser(preset if preset in PRESETS else "quick")
+    args = parser.parse_args(argv)
     group = None
     try:
         config = config_from_args(args)
+        if args.show_config:
+            return print_config(config.to_dict())
         group = ranks(config.device)  # torchrun: one process per rank, else one process
         train(config, args.out, resume=args.resume, overwrite=args.overwrite, group=group)
     except TrainingError as exc:
@@ -412,6 +400,8 @@ def main(argv=None) -> int:
     finally:
         if group is not None:
             leave(group)
+    if group.is_main:
+        print(wrote("run folder", args.out))
     return 0
 
 

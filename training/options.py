@@ -21,7 +21,7 @@ __all__ = ["DEVICES", "THREADS_HELP", "check_choice", "check_int", "check_positi
 DEVICES = ("cpu", "cuda")
 THREADS_HELP = ("torch CPU threads; 0 keeps torch's default (usually one per core). One "
                 "thread is the fastest for these small convolutions, and much the fastest on "
-                "a shared CPU (bench/bench_maml.py).")
+                "a shared CPU (see the benchmarks page).")
 
 
 def _name(name: str) -> str:

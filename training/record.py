@@ -52,21 +52,23 @@ from repscope.probes import Probe, ProbeError, existing_checkpoints, write_check
 from ..probes.files import clean_stale_temporaries
 from ..probes.store import activation_file_path, verify_checkpoint
 from .checkpoint import load_meta_parameters, load_run
+from .cli import arg, build_parser, given, print_config, setting, wrote
 from .config import ENGINE_NAMES
 from .data.episodes import EpisodeSampler
 from .distributed import Ranks, leave, ranks
-from .engines import ENGINES, engine_for
+from .engines import engine_for
 from .engines.tensors import accuracy, episode_tensors
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
 from .model import build_model
-from .options import THREADS_HELP, check_choice, check_device, check_int, check_threads
-from .reduce_option import PAPER_REDUCE, parse_reduce
+from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_threads
+from .reduce_option import PAPER_REDUCE, REDUCE_HELP, parse_reduce, reduce_argument
 from .tasks import task_samplers
 
 __all__ = ["RecordConfig", "select_checkpoints", "analysis_tasks", "record_run", "main"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
+DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -79,22 +81,31 @@ class RecordConfig:
     5
     """
 
-    checkpoints: str = "all"
-    tasks: int = 50
-    inner_steps: Sequence[int] = (0, 1, 5, 10)
-    eval_tasks: int = 600
-    eval_inner_steps: Optional[int] = 5
-    probe_task: int = 0
-    probe_index: int = 1
-    layers: Sequence[str] = LAYERS
-    reduce: str = PAPER_REDUCE
-    dtype: str = "float32"
-    compress: bool = False
-    device: str = "cpu"
-    data: Optional[str] = None
-    progress: bool = True
-    threads: int = 1
-    engine: Optional[str] = None  # None: the run's; stored in each file (float32 values differ)
+    checkpoints: str = setting("all", "Checkpoints to record: 'all', 'every:K', "
+                               "'START:STOP:STEP' (inclusive) or a list such as '0,100,200'.")
+    tasks: int = setting(50, "Analysis tasks P.")
+    inner_steps: Sequence[int] = setting((0, 1, 5, 10), "Inner steps after which to record.")
+    eval_tasks: int = setting(600, "Random held-out tasks whose accuracy is stored as "
+                              "eval_accuracy (0: none).")
+    eval_inner_steps: Optional[int] = setting(5, "Inner steps before the eval tasks' accuracy "
+                                              "is read (5: the paper's figure 4; none or -1: "
+                                              "the run's inner_steps_eval).")
+    probe_task: int = setting(0, "Task whose classes form the probe set.")
+    probe_index: int = setting(1, "Example of each class used as probe image (1: the second "
+                               "drawing).")
+    layers: Sequence[str] = setting(LAYERS, "Module paths to record.")
+    reduce: str = setting(PAPER_REDUCE, REDUCE_HELP)
+    dtype: str = setting("float32", "Storage dtype of recorded activations.")
+    compress: bool = setting(False, "zlib-compress the netCDF files.")
+    device: str = setting("cpu", "Device.")
+    data: Optional[str] = setting(None, "Data folder; none: the run's, else $REPSCOPE_DATA.")
+    progress: bool = setting(True, "Show a progress bar.")
+    threads: int = setting(1, THREADS_HELP)
+    engine: Optional[str] = setting(None, "Inner-loop engine that adapts the tasks (none: the "
+                                    "run's). Stored in each file; a folder holds one engine. "
+                                    "In float32 the engines agree at inner step 0 and drift "
+                                    "apart after it (rounding amplified by the inner steps); "
+                                    "in float64 they agree to 1e-10.")
 
     def __post_init__(self):
         self.inner_steps = tuple(sorted({int(s) for s in self.inner_steps}))
@@ -112,7 +123,7 @@ class RecordConfig:
             check_int("eval_inner_steps", self.eval_inner_steps, 0)
         check_int("probe_index", self.probe_index, 0)
         parse_reduce(self.reduce, self.layers)
-        check_choice("dtype", self.dtype, ("float32", "float16"))
+        check_choice("dtype", self.dtype, DTYPES)
         check_device(self.device)
         self.threads = check_threads(self.threads)
         if self.engine is not None:
@@ -370,56 +381,32 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
     return out
 
 
-def _int_list(text: str) -> tuple:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as "
-                                         f"'0,1,5,10', got {text!r}") from None
+def _eval_inner_steps(text: str):
+    return None if text.strip().lower() in ("none", "-1") else int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = RecordConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m repscope.training.record",
-        description="Probe a MAML run's checkpoints: adapt the meta-parameters on analysis "
-                    "tasks and record the probe set's layer outputs after chosen inner steps.")
-    p.add_argument("--run", required=True, help="Run folder written by python -m repscope.training.maml.")
-    p.add_argument("--out", default=None, help="Activations folder (default: RUN/activations).")
-    p.add_argument("--checkpoints", default=d.checkpoints,
-                   help="'all', 'every:K', 'START:STOP:STEP' (inclusive) or a list '0,100,200' "
-                        "(default: all).")
-    p.add_argument("--tasks", type=int, default=d.tasks, help="Analysis tasks P (default: 50).")
-    p.add_argument("--inner-steps", default=(0, 1, 5, 10), type=_int_list,
-                   help="Inner steps after which to record, comma-separated (default: 0,1,5,10).")
-    p.add_argument("--eval-tasks", type=int, default=d.eval_tasks,
-                   help="Random held-out tasks whose accuracy is stored as eval_accuracy (default: 600; 0: none).")
-    p.add_argument("--eval-inner-steps", type=int, default=d.eval_inner_steps,
-                   help="Inner steps before the eval tasks' accuracy is read (default: 5, the "
-                        "paper's figure 4; -1: the run's inner_steps_eval).")
-    p.add_argument("--probe-task", type=int, default=d.probe_task,
-                   help="Task whose classes form the probe set (default: 0).")
-    p.add_argument("--probe-index", type=int, default=d.probe_index,
-                   help="Example of each class used as probe image (default: 1, the second drawing).")
-    p.add_argument("--layers", default=",".join(LAYERS), help="Module paths to record (default: all five).")
-    p.add_argument("--reduce", default=d.reduce,
-                   help="Reduction of recorded maps: 'paper' (default: conv4 after its spatial mean, "
-                        "64 units, the rest in full, as the paper's code), 'none', 'spatial_mean' "
-                        "(every layer) or comma-separated LAYER=REDUCTION entries such as "
-                        "'conv3=spatial_mean,conv4=spatial_mean'.")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="Storage dtype.")
-    p.add_argument("--compress", action="store_true", help="zlib-compress the netCDF files.")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="Device (default: cpu).")
-    p.add_argument("--data", default=None, help="Data folder (default: the run's, else $REPSCOPE_DATA).")
-    p.add_argument("--threads", type=int, default=1, help=THREADS_HELP + " (default: 1)")
-    p.add_argument("--engine", default=None, choices=sorted(ENGINES),
-                   help="Inner-loop engine that adapts the tasks (default: the run's). Stored "
-                        "in each file; a folder holds one engine. In float32 the engines agree "
-                        "at inner step 0 and drift apart after it (rounding amplified by the "
-                        "inner steps: up to 4e-5 after 1 step, up to 5e-2 after 5 on a quick run; "
-                        "float64 agrees to 1e-10).")
-    p.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    return p
+    groups = {
+        "run and data": [
+            arg("--run", required=True, metavar="DIR",
+                help="Run folder written by python -m repscope.training.maml."),
+            arg("--out", default=None, metavar="DIR",
+                help="Activations folder (default: RUN/activations)."),
+            "checkpoints", "data"],
+        "analysis tasks": ["tasks", "probe_task", "probe_index", "eval_tasks"],
+        "inner loop": ["inner_steps", "eval_inner_steps", "engine"],
+        "recording": ["layers", "reduce", "dtype", "compress"],
+        "runtime": ["device", "threads", "progress"],
+    }
+    return build_parser(
+        "python -m repscope.training.record",
+        "Probe a MAML run's checkpoints: adapt the meta-parameters on analysis tasks and "
+        "record the probe set's layer outputs after chosen inner steps.",
+        RecordConfig, groups,
+        choices={"layers": LAYERS, "dtype": DTYPES, "device": DEVICES, "engine": ENGINE_NAMES},
+        arguments={"reduce": reduce_argument(LAYERS), "data": {"metavar": "DIR"},
+                   "eval_inner_steps": {"type": _eval_inner_steps, "metavar": "N"}},
+        usage="%(prog)s --run DIR [OPTION ...]")
 
 
 def main(argv=None) -> int:
@@ -427,16 +414,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     group = None
     try:
-        rec = RecordConfig(checkpoints=args.checkpoints, tasks=args.tasks,
-                           inner_steps=args.inner_steps,
-                           eval_tasks=args.eval_tasks,
-                           eval_inner_steps=None if args.eval_inner_steps == -1 else args.eval_inner_steps,
-                           probe_task=args.probe_task,
-                           probe_index=args.probe_index,
-                           layers=[s for s in args.layers.split(",") if s], reduce=args.reduce,
-                           dtype=args.dtype, compress=args.compress, device=args.device,
-                           data=args.data, progress=not args.no_progress,
-                           threads=args.threads, engine=args.engine)
+        rec = RecordConfig(**given(args, RecordConfig))
+        if args.show_config:
+            return print_config(rec)
         group = ranks(rec.device)  # torchrun: one process per rank, else one process
         out = record_run(args.run, rec, args.out, log=lambda m: print(m, file=sys.stderr),
                          group=group)
@@ -447,7 +427,7 @@ def main(argv=None) -> int:
         if group is not None:
             leave(group)
     if group.is_main:
-        print(f"activations in {out}")
+        print(wrote("activation records", out))
     return 0
 
 

@@ -15,10 +15,15 @@ from typing import Sequence
 from ..probes.schema import REDUCTIONS
 from .errors import TrainingError
 
-__all__ = ["PAPER_REDUCE", "parse_reduce"]
+__all__ = ["PAPER_REDUCE", "REDUCE_HELP", "parse_reduce", "reduce_argument"]
 
 #: The paper's recording (conv4 after the spatial mean, everything else in full).
 PAPER_REDUCE = "paper"
+#: The help of the ``--reduce`` option.
+REDUCE_HELP = ("Reduction of recorded maps: 'paper' (conv4 after its spatial mean, 64 units, the "
+               "rest in full, as the paper's code), 'none', 'spatial_mean' (every layer) or "
+               "comma-separated LAYER=REDUCTION entries such as 'conv3=spatial_mean,"
+               "conv4=spatial_mean'.")
 _NAMED = {PAPER_REDUCE: {"conv4": "spatial_mean"}}
 
 
@@ -57,3 +62,19 @@ def parse_reduce(text: str, layers: Sequence[str]) -> dict[str, str]:
                                 f"recorded layers: {layers}")
         out[name] = how
     return out
+
+
+def reduce_argument(layers: Sequence[str]) -> dict:
+    """The ``--reduce`` option of a command that records ``layers``: the parser refuses a
+    value :func:`parse_reduce` refuses, with the allowed forms.
+
+    Examples
+    --------
+    >>> reduce_argument(["conv4"])["metavar"]
+    '{paper,none,spatial_mean,LAYER=REDUCTION,...}'
+    """
+    from .cli import checked
+
+    forms = ",".join([PAPER_REDUCE, *REDUCTIONS, "LAYER=REDUCTION", "..."])
+    return {"type": checked(lambda text: parse_reduce(text, layers), "reduce"),
+            "metavar": "{%s}" % forms}

@@ -43,13 +43,15 @@ from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError
 from .model import Conv4
-from .options import (THREADS_HELP, check_choice, check_device, check_int, check_positive,
-                      check_threads)
-from .reduce_option import PAPER_REDUCE, parse_reduce
+from .cli import arg, build_parser, given, print_config, wrote
+from .options import (DEVICES, THREADS_HELP, check_choice, check_device, check_int,
+                      check_positive, check_threads)
+from .reduce_option import PAPER_REDUCE, REDUCE_HELP, parse_reduce, reduce_argument
 
 __all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
 
 MNIST_MODES = ("auto", "full", "offline")
+DTYPES = ("float32", "float16")
 #: Settings that change how a run executes, not its results.
 RUNTIME_FIELDS = ("device", "progress", "threads", "data")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "head")
@@ -81,13 +83,11 @@ class SupervisedConfig:
                     "missing), 'offline' (train on test images [n_probe:]), or 'auto' (full "
                     "when the training files are in the data folder or, without a local data "
                     "folder, downloadable; else offline).")
-    data: Optional[str] = _f(None, f"Data folder laid out like ../shared/data (default: ${DATA_ENV}, "
-                             "else the download cache).")
-    reduce: str = _f(PAPER_REDUCE, "Reduction of recorded maps: 'paper' (conv4 after its spatial "
-                     "mean, 64 units, the rest in full, as the paper's code), 'none', 'spatial_mean' "
-                     "(every layer) or comma-separated LAYER=REDUCTION entries.")
-    dtype: str = _f("float32", "Storage dtype of recorded activations: 'float32' or 'float16'.")
-    device: str = _f("cpu", "Device: 'cpu' or 'cuda'.")
+    data: Optional[str] = _f(None, f"Data folder holding mnist/; none: ${DATA_ENV}, else the "
+                             "download cache.")
+    reduce: str = _f(PAPER_REDUCE, REDUCE_HELP)
+    dtype: str = _f("float32", "Storage dtype of recorded activations.")
+    device: str = _f("cpu", "Device.")
     threads: int = _f(1, THREADS_HELP)
     progress: bool = _f(True, "Show a progress bar.")
 
@@ -98,7 +98,7 @@ class SupervisedConfig:
         check_int("seed", self.seed, 0)
         check_positive("lr", self.lr)
         parse_reduce(self.reduce, LAYERS)
-        check_choice("dtype", self.dtype, ("float32", "float16"))
+        check_choice("dtype", self.dtype, DTYPES)
         check_device(self.device)
         self.threads = check_threads(self.threads)
 
@@ -252,31 +252,32 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m repscope.training.supervised",
-        description="Train the conv4 network on MNIST from random weights and record the "
-                    "first 100 test images every few steps (the paper's Figure 2 control).")
-    p.add_argument("--out", required=True, help="Run folder to write (e.g. runs/mnist).")
-    p.add_argument("--overwrite", action="store_true",
-                   help="Replace an existing run folder's records instead of refusing.")
-    for f in dataclasses.fields(SupervisedConfig):
-        name = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(name, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(name, type=kind, default=f.default, help=f.metadata["help"]
-                           + f" (default: {f.default})")
-    return p
+    groups = {
+        "data": ["mnist", "data", "n_probe"],
+        "training": ["steps", "batch_size", "lr", "seed"],
+        "recording": ["record_every", "reduce", "dtype"],
+        "output": [arg("--out", required=True, metavar="DIR", help="Run folder to write."),
+                   arg("--overwrite", action="store_true",
+                       help="Replace an existing run folder's records instead of refusing.")],
+        "runtime": ["device", "threads", "progress"],
+    }
+    return build_parser(
+        "python -m repscope.training.supervised",
+        "Train the conv4 network on MNIST from random weights and record the first test "
+        "images every few steps (the paper's Figure 2 control).",
+        SupervisedConfig, groups, choices={"mnist": MNIST_MODES, "dtype": DTYPES,
+                                           "device": DEVICES},
+        arguments={"reduce": reduce_argument(LAYERS), "data": {"metavar": "DIR"}},
+        usage="%(prog)s --out DIR [OPTION ...]")
 
 
 def main(argv=None) -> int:
     """Command line entry: ``python -m repscope.training.supervised --out runs/mnist``."""
     args = _parser().parse_args(argv)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SupervisedConfig)}
     try:
-        config = SupervisedConfig(**values)
+        config = SupervisedConfig(**given(args, SupervisedConfig))
+        if args.show_config:
+            return print_config(config)
         out = Path(args.out)
         cfg_file = out / "config.json"
         for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
@@ -302,8 +303,8 @@ def main(argv=None) -> int:
     atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     where = f"the {config.n_probe} held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
-    print(f"final accuracy {100 * summary['final_accuracy']:.1f}% on {where} "
-          f"(chance 10%); records in {out / 'activations'}")
+    print(f"final accuracy {100 * summary['final_accuracy']:.1f}% on {where} (chance 10%)")
+    print(wrote("run folder", out))
     return 0
 
 

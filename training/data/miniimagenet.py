@@ -16,12 +16,29 @@ from PIL import Image, UnidentifiedImageError
 from repscope.training.data.paths import data_root
 from repscope.training.errors import DataError
 
-__all__ = ["load_miniimagenet", "MINIIMAGENET_SPLITS"]
+__all__ = ["load_miniimagenet", "find_miniimagenet", "MINIIMAGENET_SPLITS"]
 
 MINIIMAGENET_SPLITS = ("train", "val", "test")
 
 
-def _folder(root) -> Path:
+def find_miniimagenet(root=None) -> Path:
+    """The Mini-ImageNet folder the loader reads: ``miniimagenet/`` in the data folder
+    (:func:`~repscope.training.data.paths.data_root`), or the data folder itself.
+
+    Raises
+    ------
+    DataError
+        When neither holds the split files and ``images/``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     find_miniimagenet(d)
+    Traceback (most recent call last):
+    ...
+    repscope.training.errors.DataError: No Mini-ImageNet found in ...
+    """
     base = data_root(root)
     for candidate in (base / "miniimagenet", base):
         if (candidate / "images").is_dir() and any(
@@ -108,7 +125,7 @@ def load_miniimagenet(root=None, split: str = "train", image_size: int = 84):
     if split not in MINIIMAGENET_SPLITS:
         raise DataError(f"Unknown Mini-ImageNet split {split!r}. Expected one of "
                         f"{list(MINIIMAGENET_SPLITS)}")
-    folder = _folder(root)
+    folder = find_miniimagenet(root)
     by_class = _read_csv(folder / f"{split}.csv")
     classes = sorted(by_class)
     n_per = len(by_class[classes[0]])

@@ -1,0 +1,505 @@
+"""Layer similarity during meta-learning: train (if needed), record, analyse, report.
+
+``python analyses/layer_similarity.py`` (also ``repscope layer-similarity``) runs this
+module's :func:`main`; ``--help`` lists every option. With no arguments it runs the quick
+end-to-end path on a fresh machine:
+
+1. ``python -m repscope.training.maml --preset quick --out runs/quick`` (skipped when
+   ``runs/quick/checkpoints`` holds the last step; resumed with ``--resume`` when it
+   holds earlier ones);
+2. ``python -m repscope.training.record --run runs/quick --checkpoints all --tasks 8
+   --inner-steps 0,1,5,10 --eval-tasks 100`` (skipped when ``runs/quick/activations`` holds records);
+3. ``python -m repscope.training.supervised --out runs/mnist`` (skipped when its records and
+   ``summary.json`` exist);
+4. the analysis: figures 1a, 1b, 3, 4, 5 of the MAML run and figure 2 of the MNIST
+   control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
+   ``results/findings.md`` (claims F1-F3 with bootstrap CIs).
+
+``--preset medium`` runs the same stages in the paper's regime (the training preset
+``medium``: 20-way 1-shot, 5 inner steps, second order on the small archives; every
+fifth saved checkpoint recorded, with its predecessor in the second half, 5 analysis
+tasks over disjoint characters), sized for 2 CPU cores (its run time is in
+``docs/guide/reproducing.rst``).
+
+Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training commands download them.
+``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
+and ``miniimagenet-5way-1shot`` when the Mini-ImageNet loader finds its data: in the data
+folder, see :func:`repscope.training.data.paths.data_root`), records 50 tasks at every
+1000th step and analyses them: a GPU job (its run time, measured by
+``bench/bench_maml.py``, is on the benchmark page, ``docs/guide/benchmarks.rst``).
+``--maml-run`` / ``--mnist-run`` / ``--run`` analyse existing runs without training
+anything; ``--redraw`` redraws every figure from saved netCDF without recomputing.
+
+A record larger than ``--memory-limit`` (default: a quarter of this machine's memory)
+is read lazily with dask, one checkpoint file at a time, so the paper's 16 GB record is
+analysed in bounded memory; ``--workers N`` runs the analysis on a local
+``dask.distributed`` cluster of N processes and ``--scheduler ADDRESS`` on an existing
+cluster (whose workers must see the record at the same path). Both need the ``dask``
+extra (``pip install -e ".[dask]"`` from a checkout); the numbers are the in-memory ones.
+
+This module sits above the subpackages: it reads training's presets, checkpoint layout
+and data folders, runs the training stages as separate processes and calls the analyses.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .analyses.errors import AnalysisError
+from .analyses.mds import MDS_MODES
+from .analyses.measures import MEASURES
+from .analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
+                                redraw, summarize)
+from .analyses.rdms import RDM_METHODS
+from .analyses.saving import save_text
+from .analyses.task_units import CI_UNITS
+from .analyses.uncertainty import BANDS
+from .training.checkpoint import checkpoint_path, load_run
+from .training.cli import arg, build_parser, given, peek, print_config, setting, wrote
+from .training.config import get_preset
+from .training.data.miniimagenet import find_miniimagenet
+from .training.data.paths import DATA_ENV
+from .training.errors import DataError, TrainingError
+from .training.options import DEVICES
+
+__all__ = ["REPRODUCTIONS", "LayerSimilarityOptions", "grid_with_partners", "training_state",
+           "train_and_record", "main"]
+
+_LOG = "[layer_similarity]"
+
+
+def grid_with_partners(steps: int, every: int, gap: int, late_from: int) -> str:
+    """Checkpoints ``0, every, ..., steps``, plus for each at or after ``late_from`` the one
+    ``gap`` steps earlier: a ``--checkpoints`` list for ``repscope.training.record``.
+
+    Examples
+    --------
+    >>> grid_with_partners(400, 100, 20, 300)
+    '0,100,200,280,300,380,400'
+    """
+    grid = set(range(0, steps + 1, every)) | {steps}
+    return ",".join(str(c) for c in sorted(grid | {c - gap for c in grid if c >= late_from}))
+
+
+def _medium() -> dict:
+    """The medium reproduction, from the training preset ``medium``: every fifth saved
+    checkpoint, and in the second half also the one saved before it, so that F2 finds
+    pairs at the scaled gap (one checkpoint interval, 1000/60000 of the run) and the
+    Figure-3 statement at its scaled gap; 5 tasks over disjoint characters."""
+    cfg = get_preset("medium")
+    every = 5 * cfg.checkpoint_every
+    checkpoints = grid_with_partners(cfg.steps, every, cfg.checkpoint_every, cfg.steps // 2)
+    return {"train": ("medium",),
+            "record": ("--checkpoints", checkpoints, "--tasks", "5", "--inner-steps", "0,1,5,10",
+                       "--eval-tasks", "100"),
+            "analysis": {"fig1b_gap": every}}
+
+
+#: What each ``--preset`` trains (training presets), how it records them (options of
+#: ``python -m repscope.training.record``) and the analysis settings it implies.
+REPRODUCTIONS = {
+    "quick": {"train": ("quick",),
+              "record": ("--checkpoints", "all", "--tasks", "8", "--inner-steps", "0,1,5,10",
+                         "--eval-tasks", "100"),
+              "analysis": {}},
+    "medium": _medium(),
+    "paper": {"train": ("omniglot-20way-1shot", "miniimagenet-5way-1shot"),
+              "record": ("--checkpoints", "every:1000", "--tasks", "50", "--inner-steps",
+                         "0,1,5,10"),
+              "analysis": {}},
+}
+
+
+@dataclass
+class LayerSimilarityOptions:
+    """What ``python analyses/layer_similarity.py`` trains or reads, and where it writes
+    (the analysis settings are :class:`repscope.analyses.pipeline.AnalysisConfig`'s).
+
+    Examples
+    --------
+    >>> LayerSimilarityOptions().results
+    PosixPath('results')
+    """
+
+    preset: str = setting("quick", "What to train and record when no run is named. quick: "
+                          "CPU minutes (1 inner step in meta-training, 8 tasks); medium: the "
+                          "paper's regime (20-way 1-shot, 5 inner steps, second order) sized for "
+                          "2 CPU cores; paper: the full reproduction (a GPU job; Mini-ImageNet "
+                          "when its data are found). Run times are in the reproduction guide.")
+    run: list = setting(help="Existing run folder (or its activations/ folder) to analyse, "
+                        "its kind (maml or supervised) read from the record; repeatable.",
+                        default_factory=list)
+    maml_run: list = setting(help="Existing meta-learning run folder to analyse; repeatable.",
+                             default_factory=list)
+    mnist_run: Optional[Path] = setting(None, "Existing supervised MNIST run folder to analyse.")
+    runs_dir: Path = setting(Path("runs"), "Where the preset's runs are trained.")
+    data: Optional[Path] = setting(None, "Data folder for training; none: $REPSCOPE_DATA, else "
+                                   "the training commands download.")
+    results: Path = setting(Path("results"), "Output folder of figures, values and findings.")
+    redraw: bool = setting(False, "Only redraw every figure under --results from its saved "
+                           "netCDF.")
+    memory_limit: str = setting("auto", "Read records larger than this (e.g. 4GB) lazily with "
+                                "dask, one checkpoint file at a time; auto: a quarter of this "
+                                "computer's memory.")
+    workers: Optional[int] = setting(None, "Analyse on a local dask.distributed cluster of N "
+                                     "worker processes.")
+    scheduler: Optional[str] = setting(None, "Analyse on the dask.distributed cluster at this "
+                                       "address (e.g. tcp://host:8786); its workers read the "
+                                       "record, so they must see it at the same path.")
+
+
+_ANALYSIS_HELP = {  # the options of AnalysisConfig's fields (its docstring documents them)
+    "measures": "Measures of figures 1a, 1b and 2.",
+    "primary": "Measure of the RDM of RDMs (figures 3, 5, 6) and of the findings.",
+    "rdm_method": "First-order RDM (correlation: the paper's code; euclidean: its text, "
+                  "rsatoolbox's squared distance / n units).",
+    "mds_mode": "paper: min-max scaled rows as features (the paper's code); precomputed: MDS "
+                "on the dissimilarities.",
+    "figure_measures": "Measures of one figure, overriding --measures; repeatable.",
+    "figure_rdm_method": "First-order RDM of one figure, overriding --rdm-method; repeatable.",
+    "meta_gap": "F2: meta-steps between the compared checkpoints, exactly, after the plateau "
+                "(also reported scaled to the run: gap x run steps / 60000).",
+    "fig1b_gap": "Figure 1b: compare checkpoints exactly this many steps apart (none: "
+                 "consecutive checkpoints).",
+    "band": "Error band of figures 1a and 1b: std (+-1 std over tasks, as published) or sem "
+            "(+-1.96 SEM).",
+    "ci_unit": "Independent units of the findings' CIs: disjoint (tasks whose characters are "
+               "pairwise disjoint) or task (every task, as if independent).",
+    "n_boot": "Bootstrap resamples for CIs (at least 40).",
+    "seed": "Seed of the bootstrap CIs and the MDS.",
+    "device": "Torch device for training and CKA (none: the CPU).",
+    "formats": "Figure file formats.",
+}
+
+_GROUPS = {
+    "what to analyse": ["preset", "run", "maml_run", "mnist_run", "runs_dir", "data"],
+    "measures": ["measures", "primary", "rdm_method", "mds_mode", "figure_measures",
+                 "figure_rdm_method"],
+    "findings": ["meta_gap", "fig1b_gap", "band", "ci_unit", "n_boot", "seed"],
+    "output": ["results", "formats", "redraw"],
+    "runtime": ["device", "memory_limit", "workers", "scheduler"],
+}
+
+
+def _parser(preset: str = "quick") -> argparse.ArgumentParser:
+    """The command line, its defaults shown as ``preset`` resolves them."""
+    runs = {"action": "append", "type": Path, "metavar": "DIR"}
+    arguments = {name: {"help": text} for name, text in _ANALYSIS_HELP.items()}
+    arguments["figure_measures"].update(action="append", type=str, metavar="FIG=M1,M2")
+    arguments["figure_rdm_method"].update(action="append", type=str, metavar="FIG=METHOD")
+    arguments.update(run=runs, maml_run=runs, mnist_run={"type": Path, "metavar": "DIR"},
+                     runs_dir={"type": Path, "metavar": "DIR"},
+                     results={"type": Path, "metavar": "DIR"},
+                     data={"type": Path, "metavar": "DIR"}, memory_limit={"metavar": "SIZE"},
+                     scheduler={"metavar": "ADDRESS"})
+    analysis = {**AnalysisConfig().__dict__, **REPRODUCTIONS[preset]["analysis"]}
+    return build_parser(
+        "python analyses/layer_similarity.py",
+        __doc__.split("\n\n")[0] + f" The defaults shown are those of --preset {preset}.",
+        (LayerSimilarityOptions, AnalysisConfig), _GROUPS,
+        defaults={**LayerSimilarityOptions().__dict__, **analysis},
+        choices={"preset": sorted(REPRODUCTIONS), "measures": sorted(MEASURES),
+                 "primary": sorted(MEASURES), "rdm_method": sorted(RDM_METHODS),
+                 "mds_mode": sorted(MDS_MODES), "band": list(BANDS), "ci_unit": list(CI_UNITS),
+                 "device": DEVICES},
+        arguments=arguments, hidden=("fig3_checkpoints", "fig3_tasks", "fig3_inner_steps"),
+        usage="%(prog)s [--preset NAME | --run DIR ...] [OPTION ...]",
+        epilog="Without --run/--maml-run/--mnist-run the preset's runs are trained and "
+               "recorded first (each stage skipped when its output exists).")
+
+
+# ----------------------------------------------------------------- train and record
+
+
+def _has(folder: Path, pattern: str) -> bool:
+    return folder.is_dir() and any(folder.glob(pattern))
+
+
+def _stage(cmd: list[str], what: str) -> None:
+    print(f"{_LOG} {what}: {' '.join(cmd)}", flush=True)
+    t0 = time.time()
+    done = subprocess.run(cmd)
+    if done.returncode != 0:
+        raise AnalysisError(f"{what} failed with exit code {done.returncode}: {' '.join(cmd)}")
+    print(f"{_LOG} {what} done in {time.time() - t0:.0f} s", flush=True)
+
+
+def training_state(out: Path) -> str:
+    """``"done"``, ``"partial"`` or ``"missing"``: how far the MAML run in ``out`` got.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     training_state(Path(d))
+    'missing'
+    """
+    try:
+        config, saved = load_run(out)
+    except TrainingError:  # no readable config.json: never train over saved checkpoints
+        return "done" if _has(checkpoint_path(out, 0).parent, "*") else "missing"
+    if not saved:
+        return "missing"
+    return "done" if max(saved) >= config.steps else "partial"
+
+
+def _data_args(data: Path | None) -> list[str]:
+    data = data or (Path(os.environ[DATA_ENV]) if os.environ.get(DATA_ENV) else None)
+    return ["--data", str(data)] if data else []
+
+
+def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
+                     device: str | None = None, run=None) -> tuple[list[Path], Path]:
+    """Run the stages of reproduction ``preset`` whose outputs are missing in ``runs_dir``.
+
+    Parameters
+    ----------
+    preset : str
+        A key of :data:`REPRODUCTIONS`.
+    runs_dir : path-like
+        Where the runs are trained (one folder per training preset, and ``mnist``).
+    data : path-like, optional
+        Data folder passed to the training commands (default: ``$REPSCOPE_DATA``, else
+        they download).
+    device : str, optional
+        ``--device`` of the training commands.
+    run : callable, optional
+        ``run(command, what)`` runs one stage's command line (default: as a process,
+        stopping with :class:`~repscope.analyses.errors.AnalysisError` when it fails).
+
+    Returns
+    -------
+    runs : list of pathlib.Path
+        The meta-learning run folders (a Mini-ImageNet run only when its data are found).
+    mnist : pathlib.Path
+        The supervised control's run folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     runs, mnist = train_and_record("quick", Path(d), run=lambda cmd, what: print(what))
+    train quick
+    record quick
+    train the supervised MNIST control
+    """
+    run = run or _stage
+    stages = REPRODUCTIONS[preset]
+    data_args = _data_args(data)
+    dev = ["--device", device] if device else []
+    runs = []
+    for name in stages["train"]:
+        if get_preset(name).dataset == "miniimagenet":
+            try:
+                find_miniimagenet(data)  # where the training command will look
+            except DataError as err:
+                print(f"{_LOG} skipping {name}: {err}", flush=True)
+                continue
+        out = Path(runs_dir) / name
+        state = training_state(out)
+        if state == "done":
+            print(f"{_LOG} skip training {name}: checkpoints exist in {out}", flush=True)
+        else:
+            resume = ["--resume"] if state == "partial" else []
+            run([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out",
+                 str(out)] + resume + data_args + dev,
+                f"train {name}" + (" (resume)" if resume else ""))
+        if _has(out / "activations", "checkpoint_*.nc"):
+            print(f"{_LOG} skip recording {name}: {out / 'activations'} exists", flush=True)
+        else:
+            run([sys.executable, "-m", "repscope.training.record", "--run", str(out),
+                 *stages["record"]] + data_args + dev, f"record {name}")
+        runs.append(out)
+    mnist = Path(runs_dir) / "mnist"
+    if _has(mnist / "activations", "*.nc") and (mnist / "summary.json").is_file():
+        print(f"{_LOG} skip supervised control: {mnist / 'activations'} exists", flush=True)
+    else:  # a folder without summary.json was interrupted: start it again
+        again = ["--overwrite"] if mnist.exists() else []
+        run([sys.executable, "-m", "repscope.training.supervised", "--out", str(mnist)]
+            + again + data_args + dev, "train the supervised MNIST control")
+    return runs, mnist
+
+
+# ----------------------------------------------------------------- analyse
+
+
+def _activations(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder / "activations" if (folder / "activations").is_dir() else folder
+
+
+def _record_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in _activations(folder).glob("checkpoint_*.nc"))
+
+
+def _open(folder: Path, lazy=None, quiet: bool = False):
+    """The record of a run; ``lazy(size) -> str or None`` says why to read it lazily."""
+    from . import probes
+
+    why = lazy(_record_bytes(folder)) if lazy is not None else None
+    if why and not quiet:
+        print(f"{_LOG} {folder}: {why}: reading it lazily with dask, one checkpoint "
+              "file at a time", flush=True)
+    try:
+        return probes.open_run(_activations(folder), chunks={} if why else None)
+    except probes.ProbeError as err:
+        raise AnalysisError(f"Cannot read the activation record of run {folder}: {err}") from None
+
+
+def _lazy_policy(opts: LayerSimilarityOptions):
+    """``lazy(size)``: why a record of ``size`` bytes is read lazily (None: in memory)."""
+    from .analyses.lazy import memory_budget, parse_bytes
+
+    if opts.workers is not None and opts.scheduler is not None:
+        raise AnalysisError(f"--workers {opts.workers} and --scheduler {opts.scheduler!r} "
+                            "exclude each other: give one")
+    if opts.workers is not None and opts.workers < 1:
+        raise AnalysisError(f"--workers must be >= 1, got {opts.workers}")
+    try:
+        limit = memory_budget() if opts.memory_limit == "auto" else parse_bytes(opts.memory_limit)
+    except AnalysisError as err:
+        raise AnalysisError(f"--memory-limit: {err}") from None
+    where = ("on the dask cluster at " + opts.scheduler if opts.scheduler else
+             f"on a local dask cluster of {opts.workers} workers" if opts.workers else None)
+
+    def lazy(size: int):
+        if where:
+            return f"record of {size / 1e9:.2f} GB analysed {where}"
+        if size > limit:
+            return (f"record of {size / 1e9:.2f} GB is larger than --memory-limit "
+                    f"{limit / 1e9:.2f} GB")
+        return None
+    return lazy
+
+
+def _cluster(opts: LayerSimilarityOptions):
+    """A dask.distributed client for --workers/--scheduler (closed on exit), else nothing."""
+    if opts.workers is None and opts.scheduler is None:
+        return nullcontext()
+    try:
+        from distributed import Client
+    except ImportError:
+        flag = "--workers" if opts.workers is not None else "--scheduler"
+        raise AnalysisError(f'{flag} needs dask.distributed: pip install -e ".[dask]" from a '
+                            "checkout") from None
+    if opts.scheduler is not None:
+        try:
+            return Client(opts.scheduler, timeout=30)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise AnalysisError(f"Cannot connect to the dask scheduler --scheduler "
+                                f"{opts.scheduler!r}: {err}") from None
+    return Client(n_workers=opts.workers, threads_per_worker=1, dashboard_address=None)
+
+
+def _per_figure(entries, option: str) -> dict[str, str]:
+    """``["2=rsa,cka_rbf", ...]`` to ``{"2": "rsa,cka_rbf"}``; figures are checked by AnalysisConfig."""
+    out = {}
+    for entry in entries or ():
+        fig, sep, value = entry.partition("=")
+        if not sep or not fig.strip() or not value.strip():
+            raise AnalysisError(f"Cannot read {option} {entry!r}. Expected FIG=VALUE, e.g. "
+                                "2=euclidean")
+        out[fig.strip()] = value.strip()
+    return out
+
+
+def _analysis_config(args: argparse.Namespace, preset: str) -> AnalysisConfig:
+    """The analysis settings of the command line: given options over the preset's."""
+    default = AnalysisConfig(**REPRODUCTIONS[preset]["analysis"])
+    values = {**REPRODUCTIONS[preset]["analysis"], **given(args, AnalysisConfig)}
+    values["figure_measures"] = {
+        **default.figure_measures,
+        **{k: tuple(m.strip() for m in v.split(",") if m.strip())
+           for k, v in _per_figure(args.figure_measures, "--figure-measures").items()}}
+    values["figure_rdm_method"] = {**default.figure_rdm_method,
+                                   **_per_figure(args.figure_rdm_method, "--figure-rdm-method")}
+    return AnalysisConfig(**values)
+
+
+def _check_paths(opts: LayerSimilarityOptions) -> None:
+    """Refuse missing run folders and unusable output folders before anything runs."""
+    named = [("--run", r) for r in opts.run] + [("--maml-run", r) for r in opts.maml_run]
+    named += [("--mnist-run", opts.mnist_run)] if opts.mnist_run is not None else []
+    for option, run in named:
+        if not _has(_activations(run), "checkpoint_*.nc"):
+            raise AnalysisError(f"{option} {run}: no activation record there (expected "
+                                "checkpoint_*.nc files in the folder or its activations/ folder; "
+                                "record the run with python -m repscope.training.record or "
+                                "repscope.training.supervised)")
+    for option, folder in (("--results", opts.results), ("--runs-dir", opts.runs_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise AnalysisError(f"{option} {folder}: exists and is not a folder; expected a "
+                                "folder to write into")
+    if opts.data is not None and not opts.data.is_dir():
+        raise AnalysisError(f"--data {opts.data}: no such folder; expected a folder holding "
+                            "omniglot/ and mnist/")
+
+
+def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig) -> Path:
+    """Train and record what is missing (no run named), analyse, write findings.md."""
+    lazy = _lazy_policy(opts)  # options checked before anything is trained or written
+    maml_runs, mnist_run = list(opts.maml_run), opts.mnist_run
+    for run in opts.run:
+        if is_supervised(_open(run, lazy, quiet=True)):
+            mnist_run = run
+        else:
+            maml_runs.append(run)
+    if not (maml_runs or mnist_run):
+        maml_runs, mnist_run = train_and_record(opts.preset, opts.runs_dir, opts.data, cfg.device)
+    t0 = time.time()
+    supervised = None
+    with _cluster(opts):  # lazy records are read, chunk by chunk, by its workers
+        if mnist_run is not None:
+            res = analyse_supervised(_open(mnist_run, lazy), cfg,
+                                     opts.results / Path(mnist_run).name, str(mnist_run))
+            supervised = res["supervised"]
+        maml, records = {}, {}
+        for run in maml_runs:
+            name = Path(run).name
+            records[name] = _open(run, lazy)
+            maml[name] = analyse_maml(records[name], cfg, opts.results / name, str(run))
+        summary = summarize(maml, supervised, cfg, records)
+    path = save_text(summary, opts.results / "findings.md")
+    print(summary)
+    print(f"{_LOG} analysis took {time.time() - t0:.0f} s; findings in {Path(path).resolve()}")
+    return opts.results
+
+
+def main(argv=None) -> int:
+    """Command-line entry of ``python analyses/layer_similarity.py``; returns the exit status.
+
+    Examples
+    --------
+    >>> main(["--preset", "medium", "--show-config"])  # doctest: +ELLIPSIS
+    {
+      "options": {
+        "preset": "medium",
+    ...
+        "fig1b_gap": 200,
+    ...
+    0
+    """
+    preset = peek(argv, "--preset", "quick")
+    args = _parser(preset if preset in REPRODUCTIONS else "quick").parse_args(argv)
+    try:
+        opts = LayerSimilarityOptions(**given(args, LayerSimilarityOptions))
+        if opts.redraw and not args.show_config:
+            files = redraw(opts.results, args.formats or AnalysisConfig().formats)
+            print(wrote(f"{len(files)} redrawn figure files", opts.results))
+            return 0
+        cfg = _analysis_config(args, opts.preset)
+        _check_paths(opts)
+        if args.show_config:
+            return print_config({"options": opts, "analysis": cfg})
+        print(wrote("figures, their values and findings.md", _analyse(opts, cfg)))
+        return 0
+    except AnalysisError as err:
+        print(f"layer_similarity: error: {err}", file=sys.stderr)
+        return 2
