@@ -61,7 +61,7 @@ from .analyses.rdms import RDM_METHODS
 from .analyses.saving import save_text
 from .analyses.task_units import CI_UNITS
 from .analyses.uncertainty import BANDS
-from .training.checkpoint import checkpoint_path, load_run
+from .training.checkpoint import load_run, training_state_path
 from .training.cli import arg, build_parser, given, peek, print_config, setting, wrote
 from .training.config import get_preset
 from .training.data.miniimagenet import find_miniimagenet
@@ -244,7 +244,7 @@ def training_state(out: Path) -> str:
     try:
         config, saved = load_run(out)
     except TrainingError:  # no readable config.json: never train over saved checkpoints
-        return "done" if _has(checkpoint_path(out, 0).parent, "*") else "missing"
+        return "done" if _has(training_state_path(out, 0).parent, "*") else "missing"
     if not saved:
         return "missing"
     return "done" if max(saved) >= config.steps else "partial"
