@@ -14,8 +14,8 @@ The features of a chunk are the ones the in-memory path computes for the same
 representations (each representation is reduced on its own), so the numbers are
 identical.
 
-dask is optional (``pip install "repscope[dask]"``): this module imports it only when a
-dask-backed layer is reduced.
+dask is optional (``pip install -e ".[dask]"`` in the repscope checkout): this module
+imports it only when a dask-backed layer is reduced.
 """
 from __future__ import annotations
 
