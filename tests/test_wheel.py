@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -75,18 +76,23 @@ def installed(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PIP_NO_INPUT"] = "1"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    # The build runs in its own copy of the checkout: nothing is written into the tree.
     venv = tmp / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
     _run([base, "-m", "venv", "--system-site-packages", "--without-pip", venv], tmp, env)
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     purelib = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                         tmp, env).stdout.strip())
+    # The build runs on a copy of the checkout's tracked layout: nothing is written into
+    # the tree (setuptools leaves build/ and *.egg-info behind in the folder it builds).
+    source = tmp / "source"
+    ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
+                                    "_build", "runs", "results", ".venv")
+    shutil.copytree(REPO, source, ignore=ignore)
     # Build first, while the new environment sees only the base interpreter's packages
     # (a virtual environment's own, often older, setuptools would shadow them). Offline
     # with the base setuptools; where that cannot build, pip's isolated build (network).
     dist = tmp / "dist"
-    build = [python, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, REPO]
+    build = [python, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source]
     done = subprocess.run([str(c) for c in build[:4] + ["--no-build-isolation"] + build[4:]],
                           cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
