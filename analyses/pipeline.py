@@ -355,7 +355,8 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         if pairs == []:
             raise AnalysisError(f"fig1b_gap {cfg.fig1b_gap}: no two saved checkpoints are that far apart; "
                                 f"checkpoints: {ds['checkpoint'].values.tolist()}")
-        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1, pairs=pairs).assign_attrs(band=cfg.band)
+        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1, pairs=pairs,
+                                           once_if_identical=True).assign_attrs(band=cfg.band)
         files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
     bar.update()
 
