@@ -140,7 +140,7 @@ def parse_bytes(text: str | int) -> int:
 
 
 def memory_budget() -> int:
-    """A quarter of this machine's physical memory: the default budget of one record.
+    """A quarter of the computer's physical memory: the default budget of one record.
 
     An in-memory analysis holds the record and, for a layer at a time, its float64
     copy, so a record of a quarter of the memory leaves room for the rest.

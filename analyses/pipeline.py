@@ -154,7 +154,7 @@ class AnalysisConfig:
             except (RuntimeError, TypeError):
                 _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
             if dev.type == "cuda" and not torch.cuda.is_available():
-                _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
+                _refuse("device", self.device, "'cpu' here: torch finds no CUDA device (none present, or a CPU-only build)")
         self.figure_measures = {str(k): tuple(v) for k, v in dict(self.figure_measures).items()}
         self.figure_rdm_method = {str(k): v for k, v in dict(self.figure_rdm_method).items()}
         bad = sorted(k for k in {*self.figure_measures, *self.figure_rdm_method} if k not in FIGURES)

@@ -82,10 +82,11 @@ class MAMLConfig:
     preset: str = _f("quick", "Name of the preset these values started from.")
     dataset: str = _f("omniglot", f"Data set, one of {list(DATASETS)}.")
     archives: tuple = _f(SMALL_ARCHIVES, "Omniglot archives to train on (comma-separated on the "
-                         "command line). The small background ones are on this machine; the "
-                         "paper's split needs images_background,images_evaluation.")
-    data: Optional[str] = _f(None, "Data folder laid out like ../shared/data (default: "
-                             "$REPSCOPE_DATA, else the download cache).")
+                         "command line). The default, the two small background archives, is "
+                         "quick to train on; the paper's split needs "
+                         "images_background,images_evaluation.")
+    data: Optional[str] = _f(None, "Data folder with omniglot/ (and mnist/) subfolders "
+                             "(default: $REPSCOPE_DATA, else the download cache).")
     n_train: Optional[int] = _f(172, "Omniglot characters in the meta-training split.")
     n_val: Optional[int] = _f(35, "Omniglot characters in the validation split.")
     n_test: Optional[int] = _f(35, "Omniglot characters in the test split (None: the rest).")
