@@ -1,7 +1,7 @@
 """Compute the values behind the paper's figures from an activation record.
 
 Every function takes an activation record (schema_version 1, see
-``docs/dev/contracts.md``) and returns labelled xarray results; nothing is written.
+the data format guide) and returns labelled xarray results; nothing is written.
 The scripts save these results as netCDF so the plots (:mod:`repscope.analyses.plots`) can be
 redrawn without recomputing.
 """
