@@ -10,6 +10,7 @@ import matplotlib as mpl
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.uncertainty import BANDS, mean_band
@@ -57,7 +58,7 @@ def step_axis(ax, steps, label: str = "meta-training step") -> None:
     pos = steps[steps > 0]
     if pos.size and pos.max() / pos.min() > 100:
         ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.5)
-        ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         label += " (symlog scale)"
     ax.set_xlabel(label)
 
