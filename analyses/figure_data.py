@@ -179,7 +179,7 @@ def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *
         return later, earlier
 
     n_tasks = ds.sizes.get("task", 1)
-    once = once_if_identical and "task" in ds.dims and identical_over(
+    once = once_if_identical and n_tasks > 1 and identical_over(
         ds, "task", _select_layers(ds, layers), inner_step=inner_step)
     res = _per_layer(ds.isel(task=[0]) if once else ds, layers, measures, pair)
     if once:
