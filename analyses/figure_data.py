@@ -153,7 +153,8 @@ def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *
     ...                 attrs={"layers": '["fc"]'})
     >>> meta_change(ds, ["rsa"], pairs=[(0, 100)])["previous"].values.tolist()
     [0]
-    >>> meta_change(ds, ["rsa"], once_if_identical=True)["rsa"].dims
+    >>> two = xr.concat([ds, ds.assign_coords(task=[1])], "task")  # two identical tasks
+    >>> meta_change(two, ["rsa"], once_if_identical=True)["rsa"].dims
     ('layer', 'checkpoint')
     """
     ck = ds["checkpoint"].values
