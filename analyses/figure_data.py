@@ -1,7 +1,7 @@
 """Compute the values behind the paper's figures from an activation record.
 
 Every function takes an activation record (schema_version 1, see
-``docs/dev/contracts.md``) and returns labelled xarray results; nothing is written.
+the data format guide) and returns labelled xarray results; nothing is written.
 The scripts save these results as netCDF so the plots (:mod:`repscope.analyses.plots`) can be
 redrawn without recomputing.
 """
@@ -16,7 +16,7 @@ import xarray as xr
 from repscope.analyses.errors import AnalysisError
 from repscope.analyses.measures import compare, compare_all, get_measure
 
-__all__ = ["layer_names", "inner_loop_change", "meta_change", "training_change",
+__all__ = ["layer_names", "inner_loop_change", "meta_change", "identical_over", "training_change",
            "rdm_of_rdms", "default_selection", "accuracy_curves"]
 
 MeasureSpec = Sequence[str] | Mapping[str, Mapping]
@@ -115,7 +115,7 @@ def inner_loop_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linea
 
 def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,
                 lag: int = 1, inner_step: int = 0, pairs: Sequence[tuple[int, int]] | None = None,
-                layers: Sequence[str] | None = None) -> xr.Dataset:
+                layers: Sequence[str] | None = None, once_if_identical: bool = False) -> xr.Dataset:
     """Figure 1b: representation at checkpoint ``t`` vs ``lag`` checkpoints earlier.
 
     Parameters
@@ -131,12 +131,18 @@ def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *
         step at most once (used by F2 to compare checkpoints an exact number of steps
         apart).
     layers : list of str, optional
+    once_if_identical : bool
+        When every task's representation at ``inner_step`` is the same (inner step 0:
+        the meta-initialised network on a shared probe set), compare it once and drop
+        the ``task`` dim; the attr ``identical_over_tasks`` holds the number of tasks.
+        Figure 1b does so: a spread over identical copies would be exactly zero.
 
     Returns
     -------
     xarray.Dataset
-        One variable per measure, dims (layer, checkpoint, task); ``checkpoint`` is
-        the later checkpoint and the coordinate ``previous`` the earlier one.
+        One variable per measure, dims (layer, checkpoint, task), or (layer,
+        checkpoint) when stored once; ``checkpoint`` is the later checkpoint and the
+        coordinate ``previous`` the earlier one.
 
     Examples
     --------
@@ -147,6 +153,9 @@ def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *
     ...                 attrs={"layers": '["fc"]'})
     >>> meta_change(ds, ["rsa"], pairs=[(0, 100)])["previous"].values.tolist()
     [0]
+    >>> two = xr.concat([ds, ds.assign_coords(task=[1])], "task")  # two identical tasks
+    >>> meta_change(two, ["rsa"], once_if_identical=True)["rsa"].dims
+    ('layer', 'checkpoint')
     """
     ck = ds["checkpoint"].values
     if pairs is None:
@@ -170,11 +179,36 @@ def meta_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *
         earlier = x.sel(checkpoint=earlier_ck).assign_coords(checkpoint=later["checkpoint"].values)
         return later, earlier
 
-    res = _per_layer(ds, layers, measures, pair)
+    n_tasks = ds.sizes.get("task", 1)
+    once = once_if_identical and n_tasks > 1 and identical_over(
+        ds, "task", _select_layers(ds, layers), inner_step=inner_step)
+    res = _per_layer(ds.isel(task=[0]) if once else ds, layers, measures, pair)
+    if once:
+        res = res.squeeze("task", drop=True)
     res = res.assign_coords(previous=("checkpoint", np.asarray(earlier_ck)))
     res.attrs = {"figure": "1b", "inner_step": inner_step,
-                 **({"lag_checkpoints": lag} if pairs is None else {"pairs": json.dumps(pairs)})}
+                 **({"lag_checkpoints": lag} if pairs is None else {"pairs": json.dumps(pairs)}),
+                 **({"identical_over_tasks": n_tasks} if once else {})}
     return res
+
+
+def identical_over(ds: xr.Dataset, dim: str, layers: Sequence[str], **sel) -> bool:
+    """Whether every layer's activations are exactly equal along ``dim`` (after ``sel``).
+
+    Works chunk by chunk on a dask-backed record.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"fc": (("task", "inner_step", "unit"), [[[1.0], [2.0]], [[1.0], [3.0]]])},
+    ...                 coords={"inner_step": [0, 1]})
+    >>> identical_over(ds, "task", ["fc"], inner_step=0), identical_over(ds, "task", ["fc"])
+    (True, False)
+    """
+    for layer in layers:
+        x = ds[layer].sel(sel) if sel else ds[layer]
+        if x.sizes.get(dim, 1) > 1 and bool((x != x.isel({dim: 0})).any()):
+            return False
+    return True
 
 
 def training_change(ds: xr.Dataset, measures: MeasureSpec = ("rsa", "cka_linear"), *,

@@ -14,8 +14,8 @@ The features of a chunk are the ones the in-memory path computes for the same
 representations (each representation is reduced on its own), so the numbers are
 identical.
 
-dask is optional (``pip install "repscope[dask]"``): this module imports it only when a
-dask-backed layer is reduced.
+dask is optional (``pip install -e ".[dask]"`` in the repscope checkout): this module
+imports it only when a dask-backed layer is reduced.
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def parse_bytes(text: str | int) -> int:
 
 
 def memory_budget() -> int:
-    """A quarter of this machine's physical memory: the default budget of one record.
+    """A quarter of the computer's physical memory: the default budget of one record.
 
     An in-memory analysis holds the record and, for a layer at a time, its float64
     copy, so a record of a quarter of the memory leaves room for the rest.

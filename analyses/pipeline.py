@@ -154,7 +154,7 @@ class AnalysisConfig:
             except (RuntimeError, TypeError):
                 _refuse("device", self.device, "a torch device such as 'cpu' or 'cuda'")
             if dev.type == "cuda" and not torch.cuda.is_available():
-                _refuse("device", self.device, "'cpu' here: this machine (or torch build) has no CUDA device")
+                _refuse("device", self.device, "'cpu' here: torch finds no CUDA device (none present, or a CPU-only build)")
         self.figure_measures = {str(k): tuple(v) for k, v in dict(self.figure_measures).items()}
         self.figure_rdm_method = {str(k): v for k, v in dict(self.figure_rdm_method).items()}
         bad = sorted(k for k in {*self.figure_measures, *self.figure_rdm_method} if k not in FIGURES)
@@ -355,7 +355,8 @@ def analyse_maml(ds: xr.Dataset, cfg: AnalysisConfig, out: Path, source: str = "
         if pairs == []:
             raise AnalysisError(f"fig1b_gap {cfg.fig1b_gap}: no two saved checkpoints are that far apart; "
                                 f"checkpoints: {ds['checkpoint'].values.tolist()}")
-        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1, pairs=pairs).assign_attrs(band=cfg.band)
+        results["meta"] = fd.meta_change(ds, cfg.spec("1b"), lag=1, pairs=pairs,
+                                           once_if_identical=True).assign_attrs(band=cfg.band)
         files += _save_figure(results["meta"], "1b", ds, cfg, out, source)
     bar.update()
 

@@ -35,6 +35,8 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "sphinx.ext.mathjax",
+    "sphinx.ext.autosummary",
+    "sphinx_copybutton",
 ]
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
@@ -93,6 +95,7 @@ intersphinx_mapping = {
     "xarray": ("https://docs.xarray.dev/en/stable/", None),
     "rsatoolbox": ("https://rsatoolbox.readthedocs.io/en/stable/", None),
     "matplotlib": ("https://matplotlib.org/stable/", None),
+    "pooch": ("https://www.fatiando.org/pooch/latest/", None),
 }
 intersphinx_timeout = 10
 
@@ -102,7 +105,7 @@ intersphinx_timeout = 10
 EXTERNAL = ("torch", "xarray", "xr", "numpy", "np", "scipy", "rsatoolbox", "matplotlib",
             "higher", "sklearn", "pandas", "PIL", "tqdm", "netCDF4", "argparse", "pathlib",
             "os", "typing", "collections", "contextlib", "dataclasses", "json", "zipfile",
-            "warnings", "io", "urllib", "datetime", "random")
+            "warnings", "io", "urllib", "datetime", "random", "pooch", "requests")
 _EXTERNAL_RE = r"(%s)(\..+)?" % "|".join(EXTERNAL)
 
 # Plain words that napoleon's type parser may turn into references in any build.
@@ -235,7 +238,42 @@ def _drop_type_docstrings(app, what, name, obj, options, lines):
             lines.clear()
 
 
+# -- Summary tables: ``.. public-summary:: MODULE`` becomes an autosummary table ------------
+# of the module's public names (its ``__all__``, else the functions and classes it
+# defines), so the tables follow the code instead of a hand-written list.
+autosummary_generate = False
+
+
+def _public_names(module_name: str) -> list[str]:
+    import importlib
+    import inspect
+
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n, obj in vars(module).items()
+                 if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+                 and obj.__module__ == module.__name__]
+    return [n for n in names if not isinstance(getattr(module, n), type(module))]
+
+
+def _summary_tables(app, docname, source):
+    import re
+
+    def table(match):
+        indent, module = match.group(1), match.group(2)
+        names = _public_names(module)
+        if not names:
+            return ""
+        rows = "\n".join(f"{indent}   {n}" for n in names)
+        return (f"{indent}.. currentmodule:: {module}\n\n"
+                f"{indent}.. autosummary::\n{indent}   :nosignatures:\n\n{rows}\n")
+
+    source[0] = re.sub(r"(?m)^( *)\.\. public-summary:: *(\S+) *$", table, source[0])
+
+
 def setup(app):
+    app.connect("source-read", _summary_tables)
     app.connect("missing-reference", _resolve_own)
     app.connect("autodoc-skip-member", _skip_constants)
     app.connect("autodoc-process-docstring", _drop_type_docstrings)
@@ -243,13 +281,19 @@ def setup(app):
 
 
 # -- HTML --------------------------------------------------------------------------------
-html_theme = "alabaster"
+html_theme = "pydata_sphinx_theme"
 html_title = f"repscope {release}"
 html_static_path = ["_static"]
 html_theme_options = {
-    "description": "Probes, RSA and CKA for MAML and beyond",
-    "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "240px",
+    "logo": {"text": "repscope"},
+    "navbar_align": "left",
+    "show_toc_level": 2,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
 }
-html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
+html_sidebars = {"index": [], "gallery": []}
+
+# -- Copy buttons: copy the code without the ``>>> ``, ``... `` and ``$ `` prompts ---------
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True

@@ -6,8 +6,8 @@ The public API:
   :class:`Recording` each ``with`` block yields;
 * :func:`write_checkpoint`, :func:`open_run`, :func:`existing_checkpoints` (netCDF store,
   one file per checkpoint);
-* :func:`validate` and :data:`SCHEMA_VERSION` (the record schema of
-  ``docs/dev/contracts.md``);
+* :func:`validate` and :data:`SCHEMA_VERSION` (the record schema of the
+  data format guide);
 * :class:`ProbeError`, the one exception class.
 
 Examples

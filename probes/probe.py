@@ -77,8 +77,8 @@ class Probe:
 
     Hooks exist only inside :meth:`recording`. Each recording is one cell of the
     ``(checkpoint, task, inner_step)`` grid on one labelled stimulus set;
-    :meth:`to_dataset` stacks every cell recorded so far into the schema of
-    ``docs/dev/contracts.md``.
+    :meth:`to_dataset` stacks every cell recorded so far into the activation record
+    schema (:mod:`repscope.probes.schema`).
 
     Parameters
     ----------

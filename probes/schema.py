@@ -1,6 +1,6 @@
 """The activation record schema (version 1) and its validator.
 
-The layout is fixed in ``docs/dev/contracts.md``: one variable per layer, named by its
+The layout (the data format guide describes it in full): one variable per layer, named by its
 module path, with dims ``(checkpoint, task, inner_step, stimulus, unit_<path>)``;
 stimulus coordinates ``label``, ``image_id`` and ``role``; flat dataset attributes.
 """

@@ -258,8 +258,9 @@ def _check_chunks(chunks) -> None:
     try:
         import dask  # noqa: F401
     except ImportError:
-        raise ProbeError('open_run(chunks=...) reads lazily with dask, which is not installed. '
-                         'Install it with: pip install "repscope[dask]"') from None
+        raise ProbeError('open_run(chunks=...) reads lazily with dask, which is not '
+                         'installed. Install it from the repscope checkout with: '
+                         'pip install -e ".[dask]"') from None
 
 
 def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
@@ -328,7 +329,7 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
         the dict names (``{}``: one chunk per file; ``{"task": 10}``: ten tasks per
         chunk). Values are read when computed, so a record larger than memory can be
         analysed chunk by chunk (see :mod:`repscope.analyses.lazy`). Needs dask
-        (``pip install "repscope[dask]"``).
+        (``pip install -e ".[dask]"`` in a checkout of repscope).
 
     Returns
     -------

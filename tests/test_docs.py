@@ -14,6 +14,7 @@ import re
 import runpy
 import subprocess
 import sys
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -215,3 +216,73 @@ def test_public_api_has_runnable_examples():
                 without.add(f"{obj.__module__}.{obj.__qualname__}")
     new = sorted(without - KNOWN_WITHOUT_EXAMPLES)
     assert not new, f"public functions/classes without an Examples section: {new}"
+
+
+# -- Pages as a reader sees them ----------------------------------------------------------
+
+PAGES = sorted(DOCS.glob("*.rst")) + sorted(DOCS.glob("guide/*.rst")) + sorted(DOCS.glob("api/*.rst"))
+FIGURES = ("fig1a", "fig1b", "fig2", "fig3", "fig4", "fig5")  # what the main job draws
+
+
+def _code_blocks(text: str):
+    """``(line number, language, [(line number, line), ...])`` of every literal block:
+    ``.. code-block:: LANG`` and ``::`` paragraphs (language ``None``)."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        directive = re.match(r"^(\s*)\.\. code-block::\s*(\S*)", line)
+        literal = line.rstrip().endswith("::") and not re.match(r"^\s*\.\. ", line)
+        if not (directive or literal):
+            i += 1
+            continue
+        base = len(line) - len(line.lstrip())
+        j, body = i + 1, []
+        while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > base):
+            body.append((j + 1, lines[j]))
+            j += 1
+        code = [(n, b) for n, b in body if b.strip() and not (directive and b.strip().startswith(":"))]
+        if code:
+            yield i + 1, (directive.group(2) if directive else None), code
+        i = j
+
+
+def test_code_blocks_are_tagged_and_fit_the_page():
+    untagged, wide = [], []
+    for page in PAGES:
+        for start, lang, code in _code_blocks(page.read_text()):
+            where = f"{page.relative_to(DOCS)}:{start}"
+            if lang is None and not code[0][1].lstrip().startswith(">>>"):
+                untagged.append(where)  # '::' highlights shell commands and output as Python
+            indent = min(len(b) - len(b.lstrip()) for _, b in code)
+            wide += [f"{page.relative_to(DOCS)}:{n}" for n, b in code if len(b.rstrip()) - indent > 88]
+    assert not untagged, f"literal blocks without a language (use code-block text/bash): {untagged}"
+    assert not wide, f"code lines wider than 88 characters: {wide}"
+
+
+def test_pages_speak_to_users():
+    """No words about how the project is built: issue numbers, "this machine", the
+    developers' data folder other than as an example value of REPSCOPE_DATA."""
+    bad = re.compile(r"(?i)\bissue[ -]?#?\d+|\bthis machine\b|\bthis session\b|build machine"
+                     r"|(?<!REPSCOPE_DATA=)\.\./shared/data")
+    found = []
+    for page in [*PAGES, REPO / "README.md"]:
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            if bad.search(line):
+                found.append(f"{page.name}:{n}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_landing_page_example_runs_and_gallery_shows_every_figure(tmp_path, monkeypatch):
+    index = (DOCS / "index.rst").read_text()
+    assert ".. figure::" in index and "pip install" in index
+    python = [c for _, lang, c in _code_blocks(index) if lang == "python"]
+    assert len(python) == 1 and len(python[0]) <= 15, "the landing page's Probe example"
+    monkeypatch.chdir(tmp_path)
+    source = textwrap.dedent("\n".join(line for _, line in python[0]))
+    exec(compile(source, "index.rst", "exec"), {"__name__": "__landing__"})
+    gallery = (DOCS / "gallery.rst").read_text()
+    for fig in FIGURES:
+        assert f"_static/quick_{fig}.png" in gallery, fig
+        assert (DOCS / "_static" / f"quick_{fig}.png").is_file(), fig
+    assert gallery.count("**Compares**") == gallery.count("**Read**") == len(FIGURES)

@@ -89,8 +89,10 @@ class MAMLConfig:
 
     preset: str = _f("quick", "Name of the preset these values started from.")
     dataset: str = _f("omniglot", "Data set.")
-    archives: tuple = _f(SMALL_ARCHIVES, "Omniglot archives to train on. The paper's split "
-                         "needs images_background,images_evaluation.")
+    archives: tuple = _f(SMALL_ARCHIVES, "Omniglot archives to train on (comma-separated on the "
+                         "command line). The default, the two small background archives, is "
+                         "quick to train on; the paper's split needs "
+                         "images_background,images_evaluation.")
     data: Optional[str] = _f(None, "Data folder holding omniglot/ (and miniimagenet/); none: "
                              "$REPSCOPE_DATA, else the download cache.")
     n_train: Optional[int] = _f(172, "Omniglot characters in the meta-training split.")

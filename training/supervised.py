@@ -10,7 +10,7 @@ apply.
 
 Data: with the MNIST training set (in the data folder or downloadable), the network
 trains on it and accuracy is reported on the 10,000 test images. With only the test set
-(``../shared/data``, or ``--mnist offline``), it trains on test images ``[100:]``, probes
+(as in a data folder without the training files, or ``--mnist offline``), it trains on test images ``[100:]``, probes
 on ``[0:100]``, reports accuracy on those 100 held-out probe images, and says so in its
 output and in every file's metadata.
 

@@ -1,7 +1,7 @@
 """Data sets of repscope: Omniglot, Lake's one-shot benchmark, MNIST, Mini-ImageNet.
 
-Data are read from ``root=`` / ``$REPSCOPE_DATA`` (a folder laid out like
-``../shared/data``) or downloaded into ``cache_dir() / "data"`` with checksums; every
+Data are read from ``root=`` / ``$REPSCOPE_DATA`` (a folder with the subfolders
+``omniglot/`` and ``mnist/``) or downloaded into ``cache_dir() / "data"`` with checksums; every
 failure raises :class:`~repscope.training.errors.DataError`.
 """
 from repscope.training.data.episodes import Episode, EpisodeSampler

@@ -1,33 +1,31 @@
 """Download, checksum, atomic-write and safe-extract helpers.
 
-Everything here either completes or leaves nothing behind: downloads and extractions go
-to a temporary name next to the target and are renamed into place only after every check
-passed. Failures raise :class:`~repscope.training.errors.DataError` naming the file or URL, what
+Everything here either completes or leaves nothing behind: downloads (through
+:mod:`pooch`, which also retries and shows progress) and extractions go to a temporary
+name next to the target and are moved into place only after every check passed. Failures raise :class:`~repscope.training.errors.DataError` naming the file or URL, what
 was expected and what was found.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shutil
 import stat
 import tempfile
-import urllib.error
+import sys
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 from repscope.training.errors import DataError
 
-__all__ = ["download", "verify", "safe_extract", "file_digest", "atomic_path", "open_zip",
+__all__ = ["download", "verify", "safe_extract", "file_digest", "open_zip",
            "check_zip"]
 
 _CHUNK = 1 << 20
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _REFETCH = ("Delete it to download it again (when online), or copy an intact one into the "
             "data folder.")
 
@@ -106,52 +104,17 @@ def verify(path: str | os.PathLike, *, sha256: str | None = None, md5: str | Non
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
-
-    On an exception inside the block the temporary file is removed and ``target`` is left
-    untouched. The parent folder is created if needed.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp())
-    >>> with atomic_path(d / "x.txt") as tmp:
-    ...     _ = tmp.write_text("done")
-    >>> (d / "x.txt").read_text(), sorted(p.name for p in d.iterdir())
-    ('done', ['x.txt'])
-    >>> with atomic_path(d / "y.txt") as tmp:
-    ...     _ = tmp.write_text("half")
-    ...     raise ValueError("boom")
-    Traceback (most recent call last):
-    ...
-    ValueError: boom
-    >>> sorted(p.name for p in d.iterdir())
-    ['x.txt']
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
              md5: str | None = None, size: int | None = None,
-             check: Callable[[Path], None] | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest``, verify it, and rename it into place.
+             check: Callable[[Path], None] | None = None, timeout: float = 60.0,
+             retries: int = 2, progressbar: bool | None = None) -> Path:
+    """Download ``url`` to ``dest`` with pooch, verify it, and move it into place.
 
-    Works for ``http(s)://`` and ``file://`` URLs. The bytes go to a temporary file next
-    to ``dest``; only when the transfer is complete (``Content-Length`` honoured), the
-    size and checksums match, and ``check`` (if given) returns without raising is the
-    file renamed to ``dest``. On any failure nothing is left behind.
+    :mod:`pooch` streams ``http(s)://`` URLs (``file://`` URLs are copied) into a temporary
+    file next to ``dest``, retries failed transfers, and moves the file to ``dest`` only
+    when the download returned without an error. Before that move the temporary file
+    passes :func:`verify` (size and checksums) and ``check``; on any failure nothing is
+    left behind.
 
     Parameters
     ----------
@@ -161,10 +124,16 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     sha256, md5, size : optional
         Expected checksums and size, as for :func:`verify`.
     check : callable, optional
-        Called with the temporary path before the rename; raises :class:`DataError` to
+        Called with the temporary path before the move; raises :class:`DataError` to
         reject the file (e.g. :func:`check_zip`, or a checksum of decompressed bytes).
     timeout : float
         Socket timeout in seconds.
+    retries : int
+        Further attempts after a failed transfer (a dropped connection, a truncated
+        body, a server error). A file that arrives whole but fails its checks is not
+        fetched again.
+    progressbar : bool, optional
+        Show a progress bar on standard error; by default only when it is a terminal.
 
     Returns
     -------
@@ -185,31 +154,107 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     >>> (d / "bad.bin").exists()
     False
     """
+    import pooch
+    import requests
+
     dest = Path(dest)
+    progress = _Progress(sys.stderr.isatty() if progressbar is None else progressbar)
+    if url.startswith("file://"):
+        transfer = _copy_file_url
+    else:
+        transfer = pooch.HTTPDownloader(progressbar=progress, timeout=timeout)
+
+    def fetch_and_check(url_: str, output_file: str, pooch_) -> None:
+        # pooch calls this with its temporary file and moves it onto dest on return
+        try:
+            transfer(url_, output_file, pooch_)
+        except requests.exceptions.ChunkedEncodingError as err:  # pooch retries these
+            received = _bytes_read(err, Path(output_file).stat().st_size)
+            raise requests.exceptions.ChunkedEncodingError(
+                f"transfer truncated: Content-Length {progress.total} bytes, received "
+                f"{received}") from err
+        verify(output_file, sha256=sha256, md5=md5, size=size)
+        if check is not None:
+            check(Path(output_file))
+
+    # One registry entry: pooch.fetch adds the retries that pooch.retrieve lacks. The
+    # checksums are checked by verify() above, the same code that checks local files.
+    cache = pooch.create(path=dest.parent, base_url="", registry={dest.name: None},
+                         urls={dest.name: url}, retry_if_failed=retries)
     try:
-        with atomic_path(dest) as tmp:
-            _fetch(url, tmp, timeout)
-            verify(tmp, sha256=sha256, md5=md5, size=size)
-            if check is not None:
-                check(tmp)
+        if dest.exists():  # pooch would keep an existing file whose hash it does not know
+            raise DataError("the target already exists. Delete it to download it again.")
+        cache.fetch(dest.name, downloader=fetch_and_check)
     except DataError as err:
         raise DataError(f"Download of {url!r} to {str(dest)!r} failed: {err}") from err
+    except requests.exceptions.ChunkedEncodingError as err:
+        raise DataError(f"Download of {url!r} to {str(dest)!r} failed ({1 + retries} "
+                        f"attempts): {err}.") from err
+    except (requests.exceptions.RequestException, OSError, ValueError) as err:
+        raise DataError(f"Download of {url!r} to {str(dest)!r} failed: could not read the "
+                        f"URL ({err}). Without internet access, point root= or "
+                        "$REPSCOPE_DATA at a folder laid out as the data guide shows."
+                        ) from err
     return dest
 
 
-def _fetch(url: str, tmp: Path, timeout: float) -> None:
+def _bytes_read(err: BaseException, default: int) -> int:
+    """The byte count of the ``IncompleteRead`` inside requests' error (urllib3 keeps
+    the partial body it read in its own buffer, not in our file)."""
+    todo, seen = [err], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(getattr(e, "partial", None), int):
+            return e.partial
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return default
+
+
+class _Progress:
+    """pooch's progress bar protocol (``total``, ``update``, ``reset``, ``close``): a tqdm
+    bar when ``show``, and the announced ``Content-Length`` for the error message."""
+
+    def __init__(self, show: bool):
+        self.show, self.bar, self._total = bool(show), None, None
+
+    @property
+    def total(self):
+        return self._total
+
+    @total.setter
+    def total(self, value):  # set by pooch at the start of each attempt
+        self.close()
+        self._total = value
+        if self.show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=value, unit="B", unit_scale=True, ncols=79, leave=True)
+
+    def update(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def reset(self):
+        if self.bar is not None:
+            self.bar.reset()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _copy_file_url(url: str, output_file: str, pooch_=None) -> None:
+    """A pooch downloader for ``file://`` URLs (pooch speaks http, ftp, sftp and doi)."""
+    path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            expected = response.headers.get("Content-Length") if response.headers else None
-            shutil.copyfileobj(response, out, _CHUNK)
-            received = out.tell()
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise DataError(f"could not read the URL ({err}). Without internet access, point "
-                        "root= or $REPSCOPE_DATA at a local copy laid out like "
-                        "../shared/data.") from err
-    if expected is not None and int(expected) != received:
-        raise DataError(f"transfer truncated: Content-Length {expected} bytes, "
-                        f"received {received}.")
+        shutil.copyfile(path, output_file)
+    except OSError as err:
+        raise DataError(f"could not read the URL ({err}).") from err
 
 
 def open_zip(path: str | os.PathLike) -> zipfile.ZipFile:

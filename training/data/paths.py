@@ -1,8 +1,8 @@
 """Where data sets are read from and where downloads and caches go.
 
 Resolution order for the data folder: an explicit ``root`` argument, then the
-``REPSCOPE_DATA`` environment variable, then ``cache_dir() / "data"``. The data folder is
-laid out like ``../shared/data``: ``omniglot/*.zip``, ``mnist/*-idx?-ubyte[.gz]`` and
+``REPSCOPE_DATA`` environment variable, then ``cache_dir() / "data"``. The data folder holds
+``omniglot/*.zip``, ``mnist/*-idx?-ubyte[.gz]`` and
 optionally ``miniimagenet/``. Downloads always go to ``cache_dir() / "data"`` so that a
 read-only data folder is never written to.
 """
@@ -65,7 +65,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     Parameters
     ----------
     root : str or path-like, optional
-        An explicit data folder laid out like ``../shared/data``.
+        An explicit data folder (``omniglot/``, ``mnist/``, optionally ``miniimagenet/``).
 
     Returns
     -------
@@ -98,7 +98,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if not path.is_dir():
         raise DataError(
             f"Data folder {str(path)!r} (from {origin}) does not exist. Expected a folder "
-            "laid out like ../shared/data (omniglot/, mnist/), or leave root and "
+            "with the subfolders omniglot/ and mnist/, or leave root and "
             f"${DATA_ENV} unset to download into {str(download_dir())!r}."
         )
     return path

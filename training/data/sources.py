@@ -8,8 +8,8 @@ downloaded into the latter from ``base_url`` (argument) >
 Known checksums
 ---------------
 * Omniglot ``images_background_small1.zip``, ``images_background_small2.zip`` and
-  ``all_runs.zip``: sha256 and size of the files in ``../shared/data/omniglot``, which
-  are byte-for-byte the files of brendenlake/omniglot's ``python/`` folder.
+  ``all_runs.zip``: sha256 and size of the files of brendenlake/omniglot's ``python/``
+  folder.
 * Omniglot ``images_background.zip`` and ``images_evaluation.zip``: the md5 that
   torchvision's ``Omniglot`` data set publishes for the same URLs (no sha256 or size is
   recorded anywhere we could check). Downloads are additionally tested for zip integrity
@@ -71,8 +71,8 @@ MNIST_FILES = {
 def base_url(dataset: str, given: str | None = None) -> str:
     """The folder URL that ``dataset``'s files are downloaded from, ending in ``/``.
 
-    ``given`` > ``$REPSCOPE_DOWNLOAD_URL/<dataset>/`` (a mirror laid out like
-    ``../shared/data``) > the canonical source.
+    ``given`` > ``$REPSCOPE_DOWNLOAD_URL/<dataset>/`` (a mirror with
+    the subfolders ``omniglot/`` and ``mnist/``) > the canonical source.
 
     Examples
     --------
@@ -137,7 +137,7 @@ def locate(dataset: str, names: list[str], *, root=None, download_ok: bool = Tru
         tried = [str(f / n) for f in dict.fromkeys(folders) for n in names]
         raise DataError(f"{dataset} file {names[0]!r} not found; looked for {tried}. "
                         "Pass download=True, or point root= / $REPSCOPE_DATA at a folder "
-                        "laid out like ../shared/data.")
+                        f"with a subfolder {dataset}/ that holds it.")
     target = download_dir() / dataset / names[0]
     return download(base_url(dataset, url) + names[0], target, sha256=known.sha256,
                     md5=known.md5, size=known.size, check=check)
