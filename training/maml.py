@@ -49,7 +49,7 @@ import torch
 from repscope.probes.store import remove_recordings
 
 from .checkpoint import (atomic_write_text, checkpoint_path, clean_run_folder, latest_resumable,
-                         load_checkpoint, load_run, save_checkpoint, set_rng_state)
+                         load_checkpoint, load_run, save_checkpoint, seed_generators, set_rng_state)
 from .distributed import Ranks, leave, ranks
 from .config import PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps, get_preset  # noqa: F401
 from .errors import TrainingError
@@ -243,7 +243,7 @@ def _check_finite(step: int, metrics: dict, model, out: Path) -> None:
 def _train(config, out, resuming, found, samplers, device, log, on_step, group):
     from tqdm import tqdm
 
-    torch.manual_seed(config.seed)
+    seed_generators(config.seed)
     model = build_model(config).to(device)
     meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
     metrics = out / "metrics.jsonl"
