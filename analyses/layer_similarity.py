@@ -292,11 +292,12 @@ def _cluster(args):
         flag = "--workers" if args.workers is not None else "--scheduler"
         raise AnalysisError(f'{flag} needs dask.distributed: pip install "repscope[dask]"') from None
     if args.scheduler is not None:
+        from .cluster import connect
+
         try:
-            return Client(args.scheduler, timeout=30)
-        except (OSError, TimeoutError, ValueError) as err:
-            raise AnalysisError(f"Cannot connect to the dask scheduler --scheduler "
-                                f"{args.scheduler!r}: {err}") from None
+            return connect(args.scheduler, timeout=30)
+        except AnalysisError as err:
+            raise AnalysisError(f"--scheduler: {err}") from None
     return Client(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
 
 

@@ -273,7 +273,7 @@ class _Server:
 
 
 @pytest.mark.parametrize("answer,named", [
-    (None, r"did not answer within 2 s"),
+    (None, r"did not answer \(waited 4 s\)"),
     (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", r"did not answer as a dask scheduler"),
 ])
 def test_a_scheduler_that_does_not_answer_is_an_error_naming_it(answer, named):
@@ -283,11 +283,38 @@ def test_a_scheduler_that_does_not_answer_is_an_error_naming_it(answer, named):
     server = _Server(answer)
     try:
         t0 = time.monotonic()
-        with pytest.raises(AnalysisError, match=rf"dask scheduler at 'tcp://127.0.0.1:{server.port}' {named}"):
+        with pytest.raises(AnalysisError, match=rf"at 'tcp://127.0.0.1:{server.port}' {named}"):
             connect(f"tcp://127.0.0.1:{server.port}", timeout=2)
         assert time.monotonic() - t0 < 20
     finally:
         server.close()
+
+
+def test_the_command_line_names_a_non_dask_scheduler(data_root, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from repscope.analyses import layer_similarity
+    from test_analyses_data import make_record
+
+    run = tmp_path / "maml" / "activations"
+    write_checkpoint(run, make_record(data_root, checkpoints=(0, 1000), n_tasks=2, n_stimuli=10))
+    server = _Server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    try:
+        assert layer_similarity.main(["--maml-run", str(run.parent), "--results", str(tmp_path / "r"),
+                                      "--scheduler", f"tcp://127.0.0.1:{server.port}"]) == 2
+    finally:
+        server.close()
+    assert f"--scheduler: The server at 'tcp://127.0.0.1:{server.port}' did not answer as a dask scheduler" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_real_scheduler_is_connected():
+    distributed = pytest.importorskip("distributed")
+    from repscope.analyses.cluster import connect
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with connect(cluster.scheduler_address, timeout=10) as client:
+            assert client.scheduler_info()["address"] == cluster.scheduler_address
 
 
 def test_a_closed_port_is_an_error_naming_it():
