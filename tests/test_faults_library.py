@@ -397,3 +397,24 @@ def test_the_docs_state_these_cases_and_counts():
     outcomes = [after for _, after in CASES.values()]
     assert f"{len(CASES)} cases of misuse" in text
     assert f"{outcomes.count('refused')} refused" in text and f"{outcomes.count('stated')} stated" in text
+
+
+def test_a_rank_whose_torchrun_agent_is_gone_stops_with_a_message(monkeypatch):
+    import repscope.training.distributed as distributed
+    from repscope.training.errors import TrainingError
+
+    with socket.socket() as s:  # a port nothing listens on: the agent's store died with it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.setattr(distributed, "RENDEZVOUS_WAIT", 1.0)
+    t0 = time.monotonic()
+    with pytest.raises(TrainingError, match=rf"Cannot reach the torchrun rendezvous at 127.0.0.1:{port} within 1 s "
+                                            r".*The torchrun process that started this one stopped"):
+        distributed.ranks("cpu")
+    assert time.monotonic() - t0 < 15
