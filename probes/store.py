@@ -46,8 +46,8 @@ _PATTERN = re.compile(r"^checkpoint_(-?\d+)\.nc$")
 _DTYPE_ATTR = "repscope_dtype"
 _HASH_ATTR = "content_sha256"
 _HASH_VERSION_ATTR = "content_hash_version"
-#: The content hash definition files are written with: 1 covered the variables and
-#: coordinates; 2 covers their attributes and the dataset's attributes too.
+#: The content hash definition new files are written with (1 covered the variables and
+#: coordinates; 2 covers their attributes and the dataset's attributes too).
 HASH_VERSION = 2
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SHOWN = 5  # cells named in an error message

@@ -34,7 +34,7 @@ class OfflineDataWarning(UserWarning):
     """A stand-in data split is used because the canonical one is not available."""
 
 
-#: Uncompressed sizes of the canonical files: a file is never inflated past them.
+#: Uncompressed sizes of the canonical files, in bytes; a file is never inflated past them.
 MNIST_SIZES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
                "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
 _MAX_BYTES = 2**30  # any other IDX file: at most 1 GiB uncompressed
@@ -97,7 +97,7 @@ def read_idx(path, md5: str | None = None, *, max_bytes: int | None = None) -> n
         Expected md5 of the uncompressed bytes.
     max_bytes : int, optional
         The most uncompressed bytes the file may declare: the canonical size for the
-        MNIST files (:data:`MNIST_SIZES`, by file name), 1 GiB for others.
+        MNIST files (``MNIST_SIZES``, by file name), 1 GiB for others.
 
     Examples
     --------

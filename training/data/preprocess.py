@@ -47,7 +47,7 @@ def decode_png(data: bytes, where: str) -> Image.Image:
     """Decode image bytes with Pillow; :class:`DataError` names ``where`` on failure.
 
     The size the image declares is checked before its pixels are decoded: sides longer
-    than :data:`MAX_SIDE` are refused, so a damaged or hostile file cannot fill the memory.
+    than ``MAX_SIDE`` (1024) are refused, so a damaged or hostile file cannot fill the memory.
 
     Examples
     --------
