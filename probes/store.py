@@ -212,8 +212,13 @@ def _cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = values.reshape(int(np.prod(values.shape[:len(CELL_DIMS)])), -1)
     nan_all = np.zeros(len(flat), bool)
     kinds = np.full(len(flat), "", dtype=object)
-    for k in np.flatnonzero(~np.isfinite(flat).all(1)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = flat.sum(1, dtype=np.float32 if flat.dtype == np.float16 else None)
+        suspect = np.flatnonzero(~np.isfinite(total))  # NaN and Inf survive a sum; exact below
+    for k in suspect:
         nan = np.isnan(flat[k])
+        if not (nan.any() or np.isinf(flat[k]).any()):
+            continue  # finite values whose sum overflowed
         nan_all[k] = nan.all()
         kinds[k] = " and ".join(word for word, has in (("partly NaN", nan.any() and not nan_all[k]),
                                                          ("Inf", np.isinf(flat[k]).any())) if has)

@@ -99,6 +99,13 @@ def test_write_checkpoint_refuses_non_finite_activations_before_writing(tmp_path
     assert not any((tmp_path / "a").glob("checkpoint_*.nc"))
 
 
+def test_large_finite_activations_whose_sum_overflows_are_accepted(tmp_path):
+    ds = _record(_net())
+    ds["0"][:] = 3e38  # finite float32; their sum is not
+    write_checkpoint(tmp_path, ds)
+    assert float(open_run(tmp_path)["0"].max()) == pytest.approx(3e38, rel=1e-6)
+
+
 def test_a_checkpoint_whose_every_cell_is_nan_is_refused(tmp_path):
     ds = _record(_net())
     for layer in ("0", "2"):
