@@ -173,7 +173,55 @@ def _resolve(name: str, options: dict) -> tuple[Measure, dict]:
         raise AnalysisError(
             f"Measure {name!r} got unknown option(s) {bad}. Allowed: {sorted(m.defaults)}"
         )
+    if "dtype" in options:
+        _check_dtype(name, options["dtype"])
     return m, {**m.defaults, **options}
+
+
+_FLOATS = ("float32", "float64")
+
+
+def _check_dtype(name: str, dtype) -> None:
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not (isinstance(resolved, torch.dtype) and resolved.is_floating_point):
+        raise AnalysisError(f"Measure {name!r}: dtype {dtype!r} is not a floating-point dtype. "
+                            f"Expected one of {list(_FLOATS)} (or a floating torch.dtype)")
+
+
+def _check_input(x, which: str, fn: str = "compare()") -> None:
+    """The inputs of the public functions: labelled layer variables, nothing else."""
+    if isinstance(x, xr.DataArray):
+        return
+    if isinstance(x, xr.Dataset):
+        layers = sorted(map(str, x.data_vars))
+        raise AnalysisError(
+            f"{fn} takes one layer variable (xarray.DataArray) per input, but {which} is an "
+            f"xarray.Dataset with variables {layers[:8]}: pass one of them, e.g. "
+            f"ds[{(layers or ['layer'])[0]!r}]")
+    raise AnalysisError(
+        f"{fn} takes labelled layer variables (xarray.DataArray), but {which} is a "
+        f"{type(x).__name__}. Label an array first, e.g. xr.DataArray(x, dims=('stimulus', 'unit_fc')) "
+        "for a (stimulus, unit) array, or use repscope.analyses.cka / cka_matrix on plain arrays")
+
+
+def _refuse_missing(f: xr.DataArray, core: str, name) -> None:
+    """compare()'s default: no entirely NaN (missing or diverged) cell passes silently."""
+    others = [d for d in f.dims if d != core]
+    vals = f.transpose(*others, core).values.reshape(-1, f.sizes[core])
+    miss = np.flatnonzero(np.isnan(vals).all(1))
+    if not len(miss):
+        return
+    shape = [f.sizes[d] for d in others]
+
+    def cell(k):
+        idx = np.unravel_index(k, shape)
+        return ", ".join(f"{d}={f[d].values[i]}" for d, i in zip(others, idx)) or "the only cell"
+    shown = "; ".join(cell(k) for k in miss[:5]) + (f"; and {len(miss) - 5} more" if len(miss) > 5 else "")
+    raise AnalysisError(
+        f"{name!r} has non-finite values in {len(miss)} cell(s): {shown} (all NaN). NaN activations "
+        "come from a diverged training run (non-finite losses: see the run's metrics.jsonl) or a "
+        "damaged record; analyse earlier checkpoints or retrain. If those cells were never recorded "
+        "(a record with missing combinations), pass allow_missing=True to get NaN there")
 
 
 def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
@@ -191,6 +239,7 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     >>> features(x, "cka_linear").dims
     ('task', 'gram_entry')
     """
+    _check_input(da, "its input", "features()")
     m, opts = _resolve(measure, options)
     others = other_dims(da)
     require_stimuli(da.sizes[STIMULUS], m.min_stimuli, measure)
@@ -211,7 +260,8 @@ def features(da: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
     return res
 
 
-def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -> xr.DataArray:
+def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", *, allow_missing: bool = False,
+            **options) -> xr.DataArray:
     """Compare paired labelled representations with a registered measure.
 
     Parameters
@@ -225,6 +275,10 @@ def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -
         unit dims may differ (different layers). Scalar coordinates are dropped.
     measure : str
         A name in :data:`MEASURES`.
+    allow_missing : bool
+        Whether an entirely NaN cell is a combination never recorded, giving NaN.
+        By default it is an error naming the cell, as on the command line: NaN
+        activations usually come from a diverged run.
     **options
         The measure's options (see the module docstring).
 
@@ -232,6 +286,13 @@ def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -
     -------
     xarray.DataArray
         Over the union of the other dims; attrs ``measure`` and ``direction``.
+
+    Raises
+    ------
+    AnalysisError
+        For inputs that are not DataArrays, unknown measures or options, a non-float
+        ``dtype``, different stimuli, too few stimuli, and non-finite values (naming the
+        layer and the cells).
 
     Examples
     --------
@@ -243,9 +304,14 @@ def compare(a: xr.DataArray, b: xr.DataArray, measure: str = "rsa", **options) -
     >>> compare(x, y, "rsa").dims
     ('task',)
     """
+    _check_input(a, "the first input")
+    _check_input(b, "the second input")
     m, opts = _resolve(measure, options)
     a, b = align_stimuli(a, b)
     fa, fb = features(a, measure, **options), features(b, measure, **options)
+    if not allow_missing:
+        _refuse_missing(fa, m.core, a.name)
+        _refuse_missing(fb, m.core, b.name)
     out = paired(fa, fb, m.core, partial(m.pair, **opts), f"{measure} features")
     out.name = measure
     out.attrs = {"measure": measure, "direction": m.direction,
@@ -268,6 +334,7 @@ def compare_all(da: xr.DataArray, measure: str = "rsa", dim: str = "condition", 
     >>> compare_all(x, "cka_linear").shape
     (3, 3)
     """
+    _check_input(da, "its input", "compare_all()")
     m, opts = _resolve(measure, options)
     out = condition_matrix(features(da, measure, **options), m.core, partial(m.matrix, **opts), dim)
     out.name = measure

@@ -72,6 +72,22 @@ def _stimuli(labels: Any, image_ids: Any, role: Union[str, Sequence[str]]):
     return labels_arr.astype(np.int64), ids, roles
 
 
+def _check_finite(flat: torch.Tensor, path: str, key: tuple, dtype: str) -> None:
+    """Refuse a recorded layer output holding NaN or Inf, naming the layer and cell."""
+    finite = torch.isfinite(flat)
+    if bool(finite.all()):
+        return
+    bad = (~finite).any(1)
+    kinds = [k for k, has in (("NaN", bool(torch.isnan(flat).any())), ("Inf", bool(torch.isinf(flat).any())))
+             if has]
+    overflow = (" Stored as float16, whose largest value is 65504: record as float32 if the "
+                "outputs are large but finite." if dtype == "float16" and "Inf" in kinds else "")
+    raise ProbeError(
+        f"Layer {path!r} output {' and '.join(kinds)} for {int(bad.sum())} of {len(flat)} stimuli "
+        f"in recording (checkpoint, task, inner_step) = {key}; a record holds finite activations. "
+        f"NaN or Inf outputs come from non-finite weights or inputs (a diverged network).{overflow}")
+
+
 class Probe:
     """Record the outputs of chosen modules of any ``nn.Module`` as labelled xarray.
 
@@ -218,7 +234,8 @@ class Probe:
         ------
         ProbeError
             If a selected layer never ran, if the number of recorded stimuli differs from
-            ``len(labels)``, if this cell was recorded before, or on nested use.
+            ``len(labels)``, if a layer output NaN or Inf, if this cell was recorded
+            before, or on nested use.
         """
         if self._active:
             raise ProbeError("This Probe is already recording; recordings of one Probe cannot nest.")
@@ -279,6 +296,7 @@ class Probe:
                     f"Layer {path!r} has feature shape {attrs['feature_shape']} in recording "
                     f"{rec.key}, but {previous['feature_shape']} before; one dataset needs one shape."
                 )
+            _check_finite(buf.flat, path, rec.key, self.dtype)
             rec._tensors[path] = buf.flat
             rec.activations[path] = buf.flat.numpy()
         if not self._order:

@@ -12,11 +12,17 @@ against the schema.
 netCDF has no half-precision type: float16 layers are written as float32 (exact) with
 the attribute ``repscope_dtype = "float16"`` and turned back into float16 on reading.
 
-Every file carries the dataset attribute ``content_sha256``: a SHA-256 of its variables
-and coordinates as stored (see :func:`record_hash`), checked whenever the file is read,
-so a byte changed on disk is an error that names the file, never a silently different
-number. Files written before the hash existed (no such attribute) are read without the
-check. The attribute describes the file, so :func:`open_run` drops it.
+Every file carries the dataset attribute ``content_sha256``: a SHA-256 of its variables,
+coordinates and attributes as stored (see :func:`record_hash`; the definition is named by
+``content_hash_version``), checked whenever the file is read, so a byte changed on disk
+is an error that names the file, never a silently different number. The hash is unkeyed:
+it finds accidental damage, not a deliberate edit (whoever edits a file can compute the
+hash again, or remove it). Files without the attribute are read without the check, with a
+warning; lazy reads (``chunks=``) check the bytes when the file is opened, not again when
+the values are computed. Both attributes describe the file, so :func:`open_run` drops
+them. Every file holds finite activations: NaN only in the cells never recorded (NaN in
+every layer of that cell), never Inf; :func:`write_checkpoint` and :func:`open_run`
+refuse anything else, naming the layer and the cells.
 
 A SIGKILL between writing a temporary ``.NAME.tmp-PID`` and renaming it leaves the
 temporary behind; :func:`repscope.probes.files.clean_stale_temporaries` removes those of
@@ -37,11 +43,17 @@ import xarray as xr
 
 from .errors import ProbeError
 from .files import atomic_write, clean_stale_temporaries
-from .schema import validate
+from .schema import CELL_DIMS, validate
 
 _PATTERN = re.compile(r"^checkpoint_(-?\d+)\.nc$")
 _DTYPE_ATTR = "repscope_dtype"
 _HASH_ATTR = "content_sha256"
+_HASH_VERSION_ATTR = "content_hash_version"
+#: The content hash definition new files are written with (1 covered the variables and
+#: coordinates; 2 covers their attributes and the dataset's attributes too).
+HASH_VERSION = 2
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SHOWN = 5  # cells named in an error message
 _FIX = ("Delete it and record that checkpoint again (python -m repscope.training.record "
         "re-records missing files), or restore it from a backup")
 PathLike = Union[str, os.PathLike]
@@ -75,37 +87,171 @@ def remove_recordings(folder: PathLike) -> list[Path]:
     return removed
 
 
-def record_hash(ds: xr.Dataset) -> str:
-    """SHA-256 (hex) of an activation record's variables and coordinates, as stored in a file.
+def _attr_bytes(value) -> bytes:
+    """One attribute value, the same before writing and after reading it back (netCDF
+    turns lists into arrays and one-element arrays into scalars)."""
+    arr = np.atleast_1d(np.asarray(value))
+    if arr.dtype.kind in "OUS":
+        return ("s" + "\x00".join(str(v) for v in arr.ravel())).encode()
+    return ("n" + repr(arr.tolist())).encode()
+
+
+def _hash_attrs(h, attrs: dict) -> None:
+    for key in sorted(attrs, key=str):
+        if key in (_HASH_ATTR, _HASH_VERSION_ATTR):
+            continue
+        h.update(f"@{key}|".encode())
+        h.update(_attr_bytes(attrs[key]))
+
+
+def _hash_variable(h, name, var: xr.Variable, values: np.ndarray, version: int) -> None:
+    if values.dtype.kind in "OUS":
+        kind, data = "str", "\x00".join(str(v) for v in values.ravel()).encode()
+    else:
+        if values.dtype.kind in "fc" and np.isnan(values).any():
+            values = np.where(np.isnan(values), np.nan, values).astype(values.dtype)
+        kind, data = values.dtype.str, np.ascontiguousarray(values).data
+    h.update(f"{name}|{var.dims}|{kind}|{values.shape}|".encode())
+    h.update(data)
+    if version >= 2:
+        _hash_attrs(h, var.attrs)
+
+
+def _hashed_values(ds: xr.Dataset, version: int, on_values=None) -> str:
+    """The content hash, reading each variable once; ``on_values(name, values)`` sees them."""
+    h = hashlib.sha256()
+    for name in sorted(ds.variables, key=str):
+        var = ds.variables[name]
+        values = np.asarray(var.values)
+        _hash_variable(h, name, var, values, version)
+        if on_values is not None:
+            on_values(name, values)
+    if version >= 2:
+        h.update(b"#dataset")
+        _hash_attrs(h, ds.attrs)
+    return h.hexdigest()
+
+
+def record_hash(ds: xr.Dataset, version: int = HASH_VERSION) -> str:
+    """SHA-256 (hex) of an activation record's variables, coordinates and attributes, as stored.
 
     Stored in each activation file as ``content_sha256`` and checked on reading. (The
     hash of a ``.pt`` training state is :func:`repscope.training.checkpoint.state_hash`.)
 
     Each variable counts with its name, dims, dtype, shape and bytes (text arrays by
-    their strings, NaNs in one canonical form), in name order; attributes do not count.
+    their strings, NaNs in one canonical form), then its attributes, in name order; then
+    the dataset's attributes (all but ``content_sha256`` and ``content_hash_version``).
+    ``version=1`` is the earlier definition, without any attributes, kept to check files
+    written with it.
 
     Examples
     --------
     >>> import numpy as np, xarray as xr
-    >>> a = xr.Dataset({"v": ("x", np.array([1.0, np.nan]))}, coords={"x": ["p", "q"]})
+    >>> a = xr.Dataset({"v": ("x", np.array([1.0, np.nan]))}, coords={"x": ["p", "q"]},
+    ...                attrs={"config": "{}"})
     >>> len(record_hash(a)), record_hash(a) == record_hash(a.copy(deep=True))
     (64, True)
     >>> record_hash(a) == record_hash(a.assign(v=("x", np.array([1.0, 2.0]))))
     False
+    >>> record_hash(a) == record_hash(a.assign_attrs(config='{"seed": 1}'))
+    False
+    >>> record_hash(a, 1) == record_hash(a.assign_attrs(config='{"seed": 1}'), 1)
+    True
     """
-    h = hashlib.sha256()
-    for name in sorted(ds.variables, key=str):
-        var = ds.variables[name]
-        values = np.asarray(var.values)
-        if values.dtype.kind in "OUS":
-            kind, data = "str", "\x00".join(str(v) for v in values.ravel()).encode()
-        else:
-            if values.dtype.kind in "fc" and np.isnan(values).any():
-                values = np.where(np.isnan(values), np.nan, values).astype(values.dtype)
-            kind, data = values.dtype.str, np.ascontiguousarray(values).data
-        h.update(f"{name}|{var.dims}|{kind}|{values.shape}|".encode())
-        h.update(data)
-    return h.hexdigest()
+    return _hashed_values(ds, version)
+
+
+def _cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per (checkpoint, task, inner_step) cell of a layer: entirely NaN, and what else is
+    non-finite in it ("" when nothing)."""
+    flat = values.reshape(int(np.prod(values.shape[:len(CELL_DIMS)])), -1)
+    nan_all = np.zeros(len(flat), bool)
+    kinds = np.full(len(flat), "", dtype=object)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = flat.sum(1, dtype=np.float32 if flat.dtype == np.float16 else None)
+        suspect = np.flatnonzero(~np.isfinite(total))  # NaN and Inf survive a sum; exact below
+    for k in suspect:
+        nan = np.isnan(flat[k])
+        if not (nan.any() or np.isinf(flat[k]).any()):
+            continue  # finite values whose sum overflowed
+        nan_all[k] = nan.all()
+        kinds[k] = " and ".join(word for word, has in (("partly NaN", nan.any() and not nan_all[k]),
+                                                         ("Inf", np.isinf(flat[k]).any())) if has)
+    return nan_all, kinds
+
+
+def _cell_names(ds: xr.Dataset, which: np.ndarray) -> str:
+    shape = [ds.sizes[d] for d in CELL_DIMS]
+    found = np.flatnonzero(which)
+    names = []
+    for k in found[:_SHOWN]:
+        idx = np.unravel_index(k, shape)
+        names.append(", ".join(f"{d}={ds[d].values[i]}" for d, i in zip(CELL_DIMS, idx)))
+    more = f"; and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+    return "; ".join(names) + more
+
+
+def _value_problems(ds: xr.Dataset, cells: dict[str, tuple]) -> list[str]:
+    """What breaks the value contract: finite activations, NaN only in cells never
+    recorded (NaN in every layer), at least one recorded cell per checkpoint."""
+    layers = [p for p in json.loads(ds.attrs["layers"]) if p in cells]
+    if not layers:
+        return []
+    problems = []
+    missing = np.logical_and.reduce([cells[p][0] for p in layers])
+    for path in layers:
+        nan_all, kinds = cells[path]
+        for kind in sorted(set(kinds[kinds != ""])):
+            problems.append(f"layer {path!r} is {kind} in {(kinds == kind).sum()} cell(s): "
+                            f"{_cell_names(ds, kinds == kind)}")
+        odd = nan_all & ~missing
+        if odd.any():
+            problems.append(f"layer {path!r} is all NaN in {odd.sum()} cell(s) that other layers "
+                            f"recorded: {_cell_names(ds, odd)}")
+    empty = missing.reshape(ds.sizes["checkpoint"], -1).all(1)
+    for c in ds["checkpoint"].values[empty]:
+        problems.append(f"checkpoint {c} holds no values: every cell of every layer is all NaN")
+    return problems
+
+
+def _refuse_values(problems: list[str], where: str) -> None:
+    if problems:
+        raise ProbeError(
+            f"{where} holds non-finite activations: {'; '.join(problems)}. An activation record "
+            "holds finite values, and NaN only in the cells never recorded (NaN in every layer). "
+            "NaN or Inf activations come from a diverged network (see the run's metrics.jsonl) "
+            "or a float16 overflow: record an earlier checkpoint, retrain, or record as float32")
+
+
+def check_values(ds: xr.Dataset, where: str = "dataset") -> xr.Dataset:
+    """Refuse non-finite activations, naming the layer and the cells.
+
+    A valid record's layer variables are finite, except the cells never recorded, which
+    are NaN in every layer. Inf anywhere, a partly NaN cell, a cell NaN in one layer
+    but recorded in another, or a checkpoint without any recorded cell is an error.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from repscope.probes import Probe
+    >>> net = nn.Sequential(nn.Linear(2, 3))
+    >>> probe = Probe(net)
+    >>> with probe.recording(checkpoint=0, labels=[0, 1], image_ids=["a", "b"]):
+    ...     _ = net(torch.ones(2, 2))
+    >>> ds = probe.to_dataset()
+    >>> ds["0"][0, 0, 0, 1, 2] = float("inf")
+    >>> check_values(ds)
+    Traceback (most recent call last):
+    ...
+    repscope.probes.errors.ProbeError: dataset holds non-finite activations: layer '0' is Inf in 1 cell(s): checkpoint=0, task=0, inner_step=0. ...
+    """
+    cells = {}
+    for path in json.loads(ds.attrs["layers"]):
+        if path in ds.data_vars and ds[path].ndim > len(CELL_DIMS):
+            cells[path] = _cells(np.asarray(ds[path].values))
+    _refuse_values(_value_problems(ds, cells), where)
+    return ds
 
 
 def activation_file_path(folder: PathLike, checkpoint: int) -> Path:
@@ -176,6 +322,13 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     list of pathlib.Path
         The files written, one per checkpoint.
 
+    Raises
+    ------
+    ProbeError
+        Before anything is written, if ``ds`` breaks the schema or holds non-finite
+        activations (:func:`check_values`), or if a checkpoint exists and not
+        ``overwrite``.
+
     Examples
     --------
     >>> import tempfile, torch
@@ -194,6 +347,7 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     (1, 1, 1, 2, 2)
     """
     validate(ds)
+    check_values(ds)
     if not 1 <= complevel <= 9:
         raise ProbeError(f"complevel must be in 1..9, got {complevel!r}")
     folder = Path(folder)
@@ -211,7 +365,8 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
         final = activation_file_path(folder, step)
         one = ds if len(steps) == 1 else ds.isel(checkpoint=[i])   # no copy for one
         one, encoding = _encoding(one, compress, complevel)
-        one.attrs = {**one.attrs, _HASH_ATTR: record_hash(one)}
+        one.attrs = {**one.attrs, _HASH_VERSION_ATTR: HASH_VERSION}
+        one.attrs[_HASH_ATTR] = record_hash(one)
         try:
             atomic_write(final, lambda tmp: one.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
         except (OSError, RuntimeError, ValueError, TypeError) as err:
@@ -220,7 +375,26 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
     return written
 
 
-def _read(path: Path, chunks: Optional[dict] = None) -> xr.Dataset:
+def _plain(value):
+    return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else value
+
+
+def _stored_hash(ds: xr.Dataset, path: Path) -> tuple[Optional[str], int]:
+    """The file's ``content_sha256`` and hash version (popped from ``ds.attrs``), checked."""
+    stored = _plain(ds.attrs.pop(_HASH_ATTR, None))
+    version = _plain(ds.attrs.pop(_HASH_VERSION_ATTR, 1))
+    if stored is not None and not (isinstance(stored, str) and _HEX64.match(stored)):
+        raise ProbeError(f"Activation file {path} is damaged or edited: its attribute {_HASH_ATTR!r} "
+                         f"is {stored!r}, not a SHA-256 (64 hexadecimal digits). {_FIX}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= HASH_VERSION:
+        raise ProbeError(f"Activation file {path} has {_HASH_VERSION_ATTR} = {version!r}; this version of "
+                         f"repscope checks 1 to {HASH_VERSION}. A newer repscope wrote it: update "
+                         f"repscope, or record that checkpoint again")
+    return stored, version
+
+
+def _read(path: Path, chunks: Optional[dict] = None) -> tuple[xr.Dataset, bool]:
+    """One file, checked (hash, schema, values); and whether it carried a hash."""
     try:
         if chunks is None:
             with xr.open_dataset(path, engine="netcdf4") as handle:
@@ -236,10 +410,16 @@ def _read(path: Path, chunks: Optional[dict] = None) -> xr.Dataset:
             raise ProbeError(f"chunks names dims {unknown} that {path} does not have. Expected "
                              f"some of {sorted(map(str, ds.dims))}")
         ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
-    stored = ds.attrs.pop(_HASH_ATTR, None)
-    if stored is not None and record_hash(ds) != stored:
+    stored, version = _stored_hash(ds, path)
+    cells = {}
+
+    def summarise(name, values):  # each variable is read once, for the hash and this check
+        if ds[name].attrs.get("role") == "layer" and values.ndim > len(CELL_DIMS):
+            cells[name] = _cells(values)
+    found = _hashed_values(ds, version, summarise)
+    if stored is not None and found != stored:
         raise ProbeError(f"Activation file {path} is corrupt: its content does not match the "
-                         f"SHA-256 recorded when it was written ({str(stored)[:16]}...), so "
+                         f"SHA-256 recorded when it was written ({stored[:16]}...), so "
                          f"some bytes changed on disk. {_FIX}")
     for name, var in list(ds.data_vars.items()):
         if var.attrs.get(_DTYPE_ATTR) == "float16":
@@ -249,12 +429,26 @@ def _read(path: Path, chunks: Optional[dict] = None) -> xr.Dataset:
         if "feature_shape" in var.attrs:
             ds[name].attrs["feature_shape"] = [int(s) for s in np.atleast_1d(var.attrs["feature_shape"])]
     validate(ds, where=str(path))
-    return ds
+    _refuse_values(_value_problems(ds, cells), str(path))
+    return ds, stored is not None
+
+
+def _warn_unchecked(paths: list[Path]) -> None:
+    if paths:
+        warnings.warn(f"{len(paths)} activation file(s) carry no {_HASH_ATTR} and were read without "
+                      f"the content check: {[str(p) for p in paths[:_SHOWN]]}. Files written by "
+                      "repscope carry it; one without it is older or was edited. Record those "
+                      "checkpoints again to add it", stacklevel=3)
 
 
 def _check_chunks(chunks) -> None:
     if not isinstance(chunks, dict):
         raise ProbeError(f"chunks must be None or a dict of dim -> chunk size, got {chunks!r}")
+    for dim, size in chunks.items():
+        if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) \
+                or not (size >= 1 or size == -1):
+            raise ProbeError(f"chunks[{dim!r}] is {size!r}; expected an int >= 1 (that many entries "
+                             "per chunk) or -1 (the whole dim in one chunk)")
     try:
         import dask  # noqa: F401
     except ImportError:
@@ -282,7 +476,10 @@ def verify_checkpoint(folder: PathLike, checkpoint: int) -> None:
     repscope.probes.errors.ProbeError: Could not read activation file .../checkpoint_00000003.nc (...): it is truncated or not a netCDF file. Delete it and record that checkpoint again ...
     """
     path = activation_file_path(folder, checkpoint)
-    found = _read(path)["checkpoint"].values.tolist()
+    ds, hashed = _read(path)
+    if not hashed:
+        _warn_unchecked([path])
+    found = ds["checkpoint"].values.tolist()
     if found != [int(checkpoint)]:
         raise ProbeError(f"{path} holds checkpoints {found}, expected [{int(checkpoint)}]. {_FIX}")
 
@@ -311,6 +508,17 @@ def _config_difference(first: str, other: str) -> str:
         elif x != y:
             diff.append(f"{section}: {x!r} in the first file, {y!r} in this one")
     return f" ({'; '.join(diff[:6])})" if diff else ""
+def _wanted(checkpoints, stored: list[int], folder: Path) -> list[int]:
+    if isinstance(checkpoints, (str, bytes)) or not np.iterable(checkpoints):
+        raise ProbeError(f"checkpoints must be None or a list of int, got {checkpoints!r}")
+    try:
+        wanted = sorted({int(c) for c in checkpoints})
+    except (TypeError, ValueError):
+        raise ProbeError(f"checkpoints must be None or a list of int, got {list(checkpoints)!r}") from None
+    if not wanted:
+        raise ProbeError(f"checkpoints is empty: pass None for every stored checkpoint, or some of "
+                         f"{stored} (stored in {folder})")
+    return wanted
 
 
 def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
@@ -329,7 +537,9 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
         the dict names (``{}``: one chunk per file; ``{"task": 10}``: ten tasks per
         chunk). Values are read when computed, so a record larger than memory can be
         analysed chunk by chunk (see :mod:`repscope.analyses.lazy`). Needs dask
-        (``pip install -e ".[dask]"`` in a checkout of repscope).
+        (``pip install -e ".[dask]"`` in a checkout of repscope). Each file's content hash and values are
+        checked when it is opened (which reads it once), not again when the values are
+        computed: bytes changed on disk after opening are read unchecked.
 
     Returns
     -------
@@ -342,7 +552,13 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
     ProbeError
         If the folder holds no checkpoint files, a requested checkpoint is missing, a file
         is unreadable or fails its content hash, a file breaks the schema (naming the
-        missing item), or files come from different runs.
+        missing item) or holds non-finite activations (naming the layer and cells), or
+        files come from different runs.
+
+    Warns
+    -----
+    UserWarning
+        For files without a content hash, read unchecked.
 
     Examples
     --------
@@ -377,13 +593,15 @@ def open_run(folder: PathLike, checkpoints: Optional[Iterable[int]] = None,
     stored = existing_checkpoints(folder)
     if not stored:
         raise ProbeError(f"No checkpoint_XXXXXXXX.nc files in {folder}.")
-    wanted = stored if checkpoints is None else sorted({int(c) for c in checkpoints})
+    wanted = stored if checkpoints is None else _wanted(checkpoints, stored, folder)
     missing = sorted(set(wanted) - set(stored))
     if missing:
         raise ProbeError(f"Checkpoints {missing} are not stored in {folder}. Stored: {stored}")
     if chunks is not None:
         _check_chunks(chunks)
-    parts = [_read(activation_file_path(folder, step), chunks) for step in wanted]
+    read = [_read(activation_file_path(folder, step), chunks) for step in wanted]
+    _warn_unchecked([activation_file_path(folder, s) for s, (_, hashed) in zip(wanted, read) if not hashed])
+    parts = [ds for ds, _ in read]
     first = parts[0]
     for step, part in zip(wanted, parts):
         if part["checkpoint"].values.tolist() != [step]:

@@ -390,11 +390,12 @@ def _cluster(opts: LayerSimilarityOptions):
         raise AnalysisError(f'{flag} needs dask.distributed: pip install -e ".[dask]" from a '
                             "checkout") from None
     if opts.scheduler is not None:
+        from .analyses.cluster import connect
+
         try:
-            return Client(opts.scheduler, timeout=30)
-        except (OSError, TimeoutError, ValueError) as err:
-            raise AnalysisError(f"Cannot connect to the dask scheduler --scheduler "
-                                f"{opts.scheduler!r}: {err}") from None
+            return connect(opts.scheduler, timeout=30)
+        except AnalysisError as err:
+            raise AnalysisError(f"--scheduler: {err}") from None
     return Client(n_workers=opts.workers, threads_per_worker=1, dashboard_address=None)
 
 

@@ -6,7 +6,8 @@ with ``torch.load(..., weights_only=True)``:
 ``format`` (``"repscope.maml.checkpoint"``), ``format_version`` (1), ``step`` (meta-updates
 done), ``config`` (the resolved :class:`~repscope.training.config.MAMLConfig` as a dict),
 ``model`` (the meta-parameters' ``state_dict``), ``optimizer`` (the meta-optimiser's
-``state_dict``), ``rng`` (torch, CUDA, Python and NumPy generator states),
+``state_dict``), ``rng`` (torch, CUDA, Python and NumPy generator states, all seeded from
+the run's seed, so two identical runs write byte-identical files),
 ``versions`` and ``content_sha256``: a SHA-256 over every other entry (tensor bytes with
 their dtype and shape, and the plain values), verified on every load, so a flipped byte
 in the weights is an error that names the file instead of a resumed run on damaged
@@ -38,8 +39,8 @@ from .config import MAMLConfig
 from .errors import TrainingError
 
 __all__ = ["FORMAT", "training_state_path", "save_checkpoint", "load_checkpoint", "load_run",
-           "load_meta_parameters", "rng_state", "set_rng_state", "latest_resumable",
-           "state_hash", "clean_run_folder"]
+           "load_meta_parameters", "seed_generators", "rng_state", "set_rng_state",
+           "latest_resumable", "state_hash", "clean_run_folder"]
 
 FORMAT = "repscope.maml.checkpoint"
 FORMAT_VERSION = 1
@@ -116,6 +117,22 @@ def clean_run_folder(run_dir) -> list:
     """
     run_dir = Path(run_dir)
     return clean_stale_temporaries(run_dir) + clean_stale_temporaries(run_dir / "checkpoints")
+
+
+def seed_generators(seed: int) -> None:
+    """Seed every generator :func:`rng_state` stores: torch (and CUDA), Python's and NumPy's
+    global ones. Training does not draw from the last two, but they are stored for code that
+    does, and seeded so that two identical runs write byte-identical checkpoints.
+
+    Examples
+    --------
+    >>> seed_generators(3); a = (random.random(), np.random.random(), torch.rand(1).item())
+    >>> seed_generators(3); a == (random.random(), np.random.random(), torch.rand(1).item())
+    True
+    """
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def rng_state() -> dict:
@@ -215,6 +232,10 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     missing = [k for k in ("step", "config", "model", "optimizer", "rng") if k not in ckpt]
     if missing:
         raise TrainingError(f"Checkpoint {str(path)!r} lacks the entries {missing}")
+    if _HASH in ckpt and not (isinstance(ckpt[_HASH], str) and re.fullmatch(r"[0-9a-f]{64}", ckpt[_HASH])):
+        raise TrainingError(
+            f"Checkpoint {str(path)!r} is damaged or edited: its {_HASH} entry is "
+            f"{str(ckpt[_HASH])[:80]!r}, not a SHA-256 (64 hexadecimal digits). {_FIX}")
     if _HASH in ckpt and state_hash(ckpt) != ckpt[_HASH]:
         raise TrainingError(
             f"Checkpoint {str(path)!r} is corrupt: its content does not match the SHA-256 "

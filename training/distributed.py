@@ -24,6 +24,8 @@ What the ranks share:
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,6 +35,9 @@ from .errors import TrainingError
 from .options import check_device
 
 __all__ = ["Ranks", "ranks", "leave"]
+
+#: Seconds a rank tries to reach torchrun's rendezvous before it gives up.
+RENDEZVOUS_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,40 @@ def ranks(device: str = "cpu") -> Ranks:
     if device == "cuda":
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        _reach_rendezvous()
+        try:
+            dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        except (RuntimeError, ValueError) as err:  # DistError and its kinds are RuntimeErrors
+            raise TrainingError(f"Cannot join the torchrun process group at {_address()}: "
+                                f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. "
+                                f"{_AGAIN}") from None
     return Ranks(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)
+
+
+_AGAIN = ("The torchrun process that started this one stopped, or another rank failed: start "
+          "the command again with torchrun (add --resume to continue a run)")
+
+
+def _address() -> str:
+    return f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+
+
+def _reach_rendezvous() -> None:
+    """Wait at most :data:`RENDEZVOUS_WAIT` s for torchrun's rendezvous store to accept a
+    connection: with its agent gone, joining the group would wait half an hour."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_PORT" not in os.environ:
+        return  # rank 0 of a hand-started group hosts the store itself
+    host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ["MASTER_PORT"])
+    deadline = time.monotonic() + RENDEZVOUS_WAIT
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise TrainingError(f"Cannot reach the torchrun rendezvous at {host}:{port} within "
+                                    f"{RENDEZVOUS_WAIT:g} s ({err}). {_AGAIN}") from None
+            time.sleep(0.5)
 
 
 def leave(group: Ranks) -> None:

@@ -48,7 +48,7 @@ import torch
 from ..probes.files import atomic_write_text
 from ..probes.store import remove_recordings
 from .checkpoint import (clean_run_folder, latest_resumable, load_checkpoint, load_run,
-                         save_checkpoint, set_rng_state, training_state_path)
+                         save_checkpoint, seed_generators, set_rng_state, training_state_path)
 from .distributed import Ranks, leave, ranks
 from .cli import arg, build_parser, given, peek, print_config, wrote
 from .config import (CHOICES, PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_steps,  # noqa: F401
@@ -253,7 +253,7 @@ def _check_finite(step: int, metrics: dict, model, out: Path, outputs: str | Non
 def _train(config, out, resuming, found, samplers, device, log, on_step, group):
     from tqdm import tqdm
 
-    torch.manual_seed(config.seed)
+    seed_generators(config.seed)
     model = build_model(config).to(device)
     meta_opt = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
     metrics = out / "metrics.jsonl"

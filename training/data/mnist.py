@@ -22,7 +22,7 @@ from repscope.training.data.sources import MNIST_FILES, locate
 from repscope.training.errors import DataError
 
 __all__ = ["read_idx", "load_mnist", "mnist_offline_split", "OfflineDataWarning",
-           "MNIST_SPLITS"]
+           "MNIST_SPLITS", "MNIST_SIZES"]
 
 MNIST_SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -34,25 +34,70 @@ class OfflineDataWarning(UserWarning):
     """A stand-in data split is used because the canonical one is not available."""
 
 
-def _raw_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as err:
-            raise DataError(f"Corrupt gzip file {str(path)!r}: {err}. Expected a complete "
-                            "gzip-compressed IDX file.") from err
+#: Uncompressed sizes of the canonical files, in bytes; a file is never inflated past them.
+MNIST_SIZES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
+               "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
+_MAX_BYTES = 2**30  # any other IDX file: at most 1 GiB uncompressed
+_CHUNK = 2**20
+
+
+def _read_exactly(f, n: int) -> bytes:
+    parts, left = [], n
+    while left > 0:
+        part = f.read(min(left, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _idx_bytes(path: Path, limit: int) -> bytes:
+    """The uncompressed bytes of an IDX file, inflated a chunk at a time and never past
+    the size its header declares (itself at most ``limit``)."""
+    with open(path, "rb") as f:
+        packed = f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if packed else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _DTYPES:
+                raise DataError(f"{str(path)!r} is not an IDX file (magic {head.hex()}). "
+                                "Expected 0x0000 followed by a type code and the number of dims.")
+            dims = f.read(4 * head[3])
+            shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(len(dims) // 4))
+            expected = 4 + 4 * head[3] + int(np.prod(shape, dtype=object)) * np.dtype(_DTYPES[head[2]]).itemsize
+            if expected > limit:
+                raise DataError(f"{str(path)!r}: IDX header says shape {shape} ({expected} bytes), more "
+                                f"than the {limit} bytes expected of this file.")
+            body = _read_exactly(f, expected - len(head) - len(dims))
+            if f.read(1):
+                raise DataError(f"{str(path)!r} holds more than the {expected} bytes its IDX header "
+                                f"declares (shape {shape}); it was not inflated further. Expected a "
+                                "complete IDX file and nothing after it.")
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"Corrupt gzip file {str(path)!r}: {err}. Expected a complete "
+                        "gzip-compressed IDX file.") from err
+    data = head + dims + body
+    if len(data) != expected:
+        raise DataError(f"{str(path)!r}: IDX header says shape {shape} ({expected} bytes) "
+                        f"but the file has {len(data)} bytes (truncated?).")
     return data
 
 
-def read_idx(path, md5: str | None = None) -> np.ndarray:
+def read_idx(path, md5: str | None = None, *, max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into an array.
+
+    A gzip file is inflated a chunk at a time and never past the size its IDX header
+    declares, so a damaged or hostile file cannot fill the memory.
 
     Parameters
     ----------
     path : path-like
     md5 : str, optional
         Expected md5 of the uncompressed bytes.
+    max_bytes : int, optional
+        The most uncompressed bytes the file may declare: the canonical size for the
+        MNIST files (``MNIST_SIZES``, by file name), 1 GiB for others.
 
     Examples
     --------
@@ -64,27 +109,22 @@ def read_idx(path, md5: str | None = None) -> np.ndarray:
     [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]
     """
     path = Path(path)
-    data = _raw_bytes(path)
+    if max_bytes is None:
+        stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+        max_bytes = MNIST_SIZES.get(stem, _MAX_BYTES)
+    data = _idx_bytes(path, max_bytes)
     if md5 is not None and hashlib.md5(data).hexdigest() != md5:
         raise DataError(f"Checksum mismatch for {str(path)!r}: expected md5 {md5} of the "
                         f"uncompressed bytes, found {hashlib.md5(data).hexdigest()}.")
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _DTYPES:
-        raise DataError(f"{str(path)!r} is not an IDX file (magic {data[:4].hex()}). "
-                        "Expected 0x0000 followed by a type code and the number of dims.")
     ndim = data[3]
-    header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[data[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected:
-        raise DataError(f"{str(path)!r}: IDX header says shape {shape} ({expected} bytes) "
-                        f"but the file has {len(data)} bytes (truncated?).")
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def _gunzip_md5_check(md5: str):
+def _gunzip_md5_check(name: str, md5: str):
     def check(tmp: Path) -> None:
-        found = hashlib.md5(_raw_bytes(tmp)).hexdigest()
+        found = hashlib.md5(_idx_bytes(tmp, MNIST_SIZES[name])).hexdigest()
         if found != md5:
             raise DataError(f"Checksum mismatch: expected md5 {md5} of the uncompressed "
                             f"bytes, found {found}.")
@@ -125,7 +165,7 @@ def load_mnist(root=None, split: str = "test", download: bool = True, *,
     for name in MNIST_SPLITS[split]:
         md5 = MNIST_FILES[name]
         path = locate("mnist", [f"{name}.gz", name], root=root, download_ok=download,
-                      url=base_url, check=_gunzip_md5_check(md5))
+                      url=base_url, check=_gunzip_md5_check(name, md5))
         arrays.append(read_idx(path, md5=md5))
     images, labels = arrays
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):

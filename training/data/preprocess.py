@@ -16,6 +16,7 @@ Both invert so that strokes are 1 and the background 0.
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -27,8 +28,26 @@ __all__ = ["RESAMPLE_MODES", "preprocess_omniglot", "decode_png"]
 RESAMPLE_MODES = ("lanczos", "finn")
 
 
+#: Omniglot drawings are 105x105; an image declaring a side longer than this is refused
+#: before its pixels are decoded.
+MAX_SIDE = 1024
+
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_size(size: tuple, where: str) -> None:
+    if max(size) > MAX_SIDE:
+        raise DataError(f"Image {where!r} declares {size[0]}x{size[1]} pixels; Omniglot images are "
+                        f"105x105 and none may be larger than {MAX_SIDE}x{MAX_SIDE}. The file is damaged "
+                        "or not an Omniglot drawing: restore it from the archive")
+
+
 def decode_png(data: bytes, where: str) -> Image.Image:
     """Decode image bytes with Pillow; :class:`DataError` names ``where`` on failure.
+
+    The size the image declares is checked before its pixels are decoded: sides longer
+    than ``MAX_SIDE`` (1024) are refused, so a damaged or hostile file cannot fill the memory.
 
     Examples
     --------
@@ -37,10 +56,13 @@ def decode_png(data: bytes, where: str) -> Image.Image:
     ...
     repscope.training.errors.DataError: Cannot decode image 'x.png': ...
     """
+    if data[:8] == _PNG and data[12:16] == b"IHDR":  # before Pillow opens it
+        _check_size(struct.unpack(">II", data[16:24]), where)
     try:
         image = Image.open(io.BytesIO(data))
+        _check_size(image.size, where)
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"Cannot decode image {where!r}: {err}. Expected a PNG "
                         "drawing.") from err
     return image
