@@ -37,6 +37,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -275,7 +276,7 @@ def _holder_text(info: dict) -> str:
     if not info:
         return "a process that has not yet written its name into the lock"
     return (f"pid {info.get('pid')} on host {info.get('host')!r}, started "
-            f"{info.get('started')}: {info.get('command')}")
+            f"{info.get('started')}: {info.get('command') or info.get('what')}")
 
 
 def _read_lock(path: Path) -> dict:
@@ -290,7 +291,7 @@ def _read_lock(path: Path) -> dict:
 def _acquire(path: Path, what: str, error, log) -> int:
     """Open and lock ``path``; return its descriptor. Raises ``error`` when held."""
     me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
-          "command": " ".join([Path(sys.executable).name, *sys.argv]) if sys.argv else what,
+          "command": " ".join([what, *map(shlex.quote, sys.argv[1:])]),
           "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     held = (f"{str(path.parent)!r} is being written by another repscope process")
     fix = ("Wait for it to finish or stop it, or write somewhere else: two writers in one "
