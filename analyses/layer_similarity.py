@@ -330,16 +330,49 @@ def _check_paths(args) -> None:
         raise AnalysisError(f"--data {args.data}: no such folder; expected a folder laid out like ../shared/data")
 
 
+def _analyse(args, cfg, lazy) -> int:
+    """Train and record what is missing (no run named), analyse, write findings.md."""
+    from repscope.analyses.pipeline import analyse_maml, analyse_supervised, is_supervised, summarize
+    from repscope.analyses.saving import save_text
+
+    maml_runs, mnist_run = list(args.maml_run), args.mnist_run
+    for run in args.run:
+        if is_supervised(_open(run, lazy, quiet=True)):
+            mnist_run = run
+        else:
+            maml_runs.append(run)
+    if not (maml_runs or mnist_run):
+        maml_runs, mnist_run = _train_and_record(args)
+    t0 = time.time()
+    supervised = None
+    with _cluster(args):  # lazy records are read, chunk by chunk, by its workers
+        if mnist_run is not None:
+            res = analyse_supervised(_open(mnist_run, lazy), cfg, args.results / Path(mnist_run).name,
+                                     str(mnist_run))
+            supervised = res["supervised"]
+        maml, records = {}, {}
+        for run in maml_runs:
+            records[Path(run).name] = _open(run, lazy)
+            maml[Path(run).name] = analyse_maml(records[Path(run).name], cfg,
+                                                args.results / Path(run).name, str(run))
+        summary = summarize(maml, supervised, cfg, records)
+    path = save_text(summary, args.results / "findings.md")
+    print(summary)
+    print(f"[layer_similarity] analysis took {time.time() - t0:.0f} s; results in {args.results}, "
+          f"summary {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Command-line entry; returns the exit status."""
     args = _parser().parse_args(argv)
-    from repscope.analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
-                                            redraw, summarize)
-    from repscope.analyses.saving import save_text
+    from repscope.analyses.pipeline import AnalysisConfig, redraw
+    from repscope.analyses.saving import writing_results
 
     try:
         if args.redraw:
-            files = redraw(args.results, tuple(f.strip() for f in args.formats.split(",") if f.strip()))
+            with writing_results(args.results):
+                files = redraw(args.results, tuple(f.strip() for f in args.formats.split(",") if f.strip()))
             print(f"[layer_similarity] redrew {len(files)} files under {args.results}")
             return 0
         preset = REPRODUCTIONS[args.preset].get("analysis", {})
@@ -357,32 +390,8 @@ def main(argv=None) -> int:
                              formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()))
         _check_paths(args)
         lazy = _lazy_policy(args)  # options checked before anything is trained or written
-        maml_runs, mnist_run = list(args.maml_run), args.mnist_run
-        for run in args.run:
-            if is_supervised(_open(run, lazy, quiet=True)):
-                mnist_run = run
-            else:
-                maml_runs.append(run)
-        if not (maml_runs or mnist_run):
-            maml_runs, mnist_run = _train_and_record(args)
-        t0 = time.time()
-        supervised = None
-        with _cluster(args):  # lazy records are read, chunk by chunk, by its workers
-            if mnist_run is not None:
-                res = analyse_supervised(_open(mnist_run, lazy), cfg, args.results / Path(mnist_run).name,
-                                         str(mnist_run))
-                supervised = res["supervised"]
-            maml, records = {}, {}
-            for run in maml_runs:
-                records[Path(run).name] = _open(run, lazy)
-                maml[Path(run).name] = analyse_maml(records[Path(run).name], cfg,
-                                                    args.results / Path(run).name, str(run))
-            summary = summarize(maml, supervised, cfg, records)
-        path = save_text(summary, args.results / "findings.md")
-        print(summary)
-        print(f"[layer_similarity] analysis took {time.time() - t0:.0f} s; results in {args.results}, "
-              f"summary {path}")
-        return 0
+        with writing_results(args.results):  # one analysis writes a results folder at a time
+            return _analyse(args, cfg, lazy)
     except AnalysisError as err:
         print(f"layer_similarity: error: {err}", file=sys.stderr)
         return 2
