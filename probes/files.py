@@ -241,13 +241,13 @@ def _final_name(path: str) -> str:
     return str(Path(path).with_name(m.group("name"))) if m else str(path)
 
 
-def environment_message(exc: OSError) -> Optional[str]:
+def environment_message(exc: OSError, folder: Optional[PathLike] = None) -> Optional[str]:
     """What a failed write says to a user: the path, the cause and the fix (None: not the
     environment's doing, such as a programming error).
 
     A read-only file system, a refused permission, a full disk or quota, and a file where
     a folder is expected are the environment's; the path is the file being written (a
-    temporary is named by the file it was to become).
+    temporary is named by the file it was to become), else ``folder`` when given.
 
     Examples
     --------
@@ -260,9 +260,8 @@ def environment_message(exc: OSError) -> Optional[str]:
     if exc.errno not in _CAUSES:
         return None
     cause, fix = _CAUSES[exc.errno]
-    where = f" {_final_name(exc.filename)!r}" if exc.filename else ""
-    if exc.errno == errno.ENOSPC and exc.filename:
-        cause += f" ({_free_bytes(Path(exc.filename).parent) / 1e6:.1f} MB free there)"
+    where = (f" {_final_name(exc.filename)!r}" if exc.filename else
+             f" in {str(folder)!r}" if folder is not None else "")
     return f"Cannot write{where}: {cause}; {fix}"
 
 
@@ -330,9 +329,14 @@ def _acquire(path: Path, what: str, error, log) -> int:
                 if log:
                     log(f"note: taking over the lock of {str(path.parent)!r} from "
                         f"{_holder_text(previous)}, which ended without releasing it")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(me).encode(), 0)
-            os.fsync(fd)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(me).encode(), 0)
+                os.fsync(fd)
+            except OSError as exc:  # a full disk: name the file, leave none
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
             return fd
         except BaseException:
             with contextlib.suppress(OSError):
@@ -396,14 +400,14 @@ def run_lock(folder: PathLike, what: str, error: type = RuntimeError,
             folder.mkdir(parents=True, exist_ok=True)
             fd = _acquire(folder / LOCK_NAME, what, error, log)
         except OSError as exc:
-            message = environment_message(exc)
+            message = environment_message(exc, folder)
             if message is None:
                 raise
             raise error(message) from exc
         try:
             yield folder
         except OSError as exc:
-            message = environment_message(exc)
+            message = environment_message(exc, folder)
             if message is None:
                 raise
             raise error(message) from exc

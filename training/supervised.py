@@ -350,7 +350,7 @@ def main(argv=None) -> int:
         out = Path(args.out)
         summary = run_supervised(config, out, args.overwrite,
                                  log=lambda line: print(line, file=sys.stderr))
-    except TrainingError as exc:
+    except (TrainingError, ProbeError) as exc:  # ProbeError: writing a record failed
         print(f"error: {exc}", file=sys.stderr)
         return 2
     where = f"the {config.n_probe} held-out probe images" if summary["data"]["mode"] != "full" else "the 10,000 test images"
