@@ -143,6 +143,8 @@ def atomic_path(final: PathLike) -> Iterator[Path]:
         # "HDF error") on a full disk: say it, naming the file.
         if not isinstance(exc, OSError) and _free_bytes(final.parent) < _FULL:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(final)) from exc
+        if isinstance(exc, OSError) and exc.errno in _CAUSES and not exc.filename:
+            raise OSError(exc.errno, exc.strerror, str(final)) from exc  # name the file
         raise
     finally:
         tmp.unlink(missing_ok=True)  # gone after a successful rename
