@@ -126,9 +126,9 @@ def test_second_trainer_is_refused_and_a_killed_one_is_taken_over(tmp_path, data
                                           "ready": str(ready)}), ready=ready)
     try:
         before = _snapshot(out)
-        for extra in ([], ["--resume"], ["--overwrite"]):  # seed 1 into seed 0's run: refused
-            t0 = time.time()
-            done = _command("repscope.training.maml", *F, "--seed", "1", "--out", str(out),
+        # seed 1 into seed 0's run, and a second identical trainer: refused
+        for extra in (["--seed", "1"], ["--seed", "1", "--overwrite"], ["--resume"]):
+            done = _command("repscope.training.maml", *F, "--out", str(out),
                             "--data", str(data_root), *extra)
             assert done.returncode == 2, done.stderr
             assert f"pid {holder.pid} on host" in done.stderr, done.stderr
@@ -157,7 +157,8 @@ def test_second_writer_of_a_folder_is_refused_before_writing(run, tmp_path, data
     elif command == "record":
         shutil.copytree(run, out)
         out = out / "activations"
-        args = ("repscope.training.record", "--run", str(out.parent), *REC, "--tasks", "3")
+        (out / "checkpoint_00000006.nc").unlink()  # left to record
+        args = ("repscope.training.record", "--run", str(out.parent), *REC)
     else:
         args = (str(REPO / "analyses" / "layer_similarity.py"), "--maml-run", str(run),
                 "--results", str(out), "--n-boot", "40", "--formats", "png")
@@ -175,7 +176,7 @@ def test_second_writer_of_a_folder_is_refused_before_writing(run, tmp_path, data
         done = _command(*args)
         assert done.returncode == 0, done.stderr
         assert "taking over the lock" in done.stderr
-        assert not (out / LOCK_NAME).exists()
+        assert not (out / LOCK_NAME).exists() and (out / "checkpoint_00000006.nc").is_file()
 
 
 def test_lock_names_holder_and_is_released_on_exceptions(tmp_path):
