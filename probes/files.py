@@ -51,7 +51,7 @@ except ImportError:  # Windows: the lock file alone (created exclusively) marks 
     fcntl = None
 
 __all__ = ["temporary_path", "temporary_owner", "atomic_path", "atomic_write",
-           "atomic_write_text", "clean_stale_temporaries", "LOCK_NAME", "run_lock",
+           "atomic_write_text", "clean_stale_temporaries", "run_lock",
            "environment_message", "remove_own"]
 
 PathLike = Union[str, os.PathLike]

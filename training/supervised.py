@@ -295,6 +295,15 @@ def run_supervised(config: SupervisedConfig, out, overwrite: bool = False, log=N
     A folder holding a run of the same configuration goes on from its recorded steps;
     ``overwrite`` removes the files an earlier run wrote (and nothing else) first.
     ``log`` receives one-line messages (default: none).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> config = SupervisedConfig(steps=1, record_every=1, mnist="offline", data=str(DATA),
+    ...                           progress=False)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     sorted(run_supervised(config, Path(d) / "mnist")["accuracy_by_step"])
+    [0, 1]
     """
     out = Path(out)
     log = log or (lambda _: None)
