@@ -10,10 +10,10 @@ from pathlib import Path
 import xarray as xr
 from matplotlib.figure import Figure
 
-from ..probes.files import atomic_write, atomic_write_text
+from ..probes.files import atomic_write, atomic_write_text, run_lock
 from .errors import AnalysisError
 
-__all__ = ["save_netcdf", "load_netcdf", "save_figure", "save_text"]
+__all__ = ["save_netcdf", "load_netcdf", "save_figure", "save_text", "writing_results"]
 
 
 def save_netcdf(obj: xr.Dataset | xr.DataArray, path) -> Path:
@@ -50,3 +50,23 @@ def save_figure(fig: Figure, stem, formats=("png", "pdf"), dpi: int = 150) -> li
 def save_text(text: str, path) -> Path:
     """Write text atomically."""
     return atomic_write_text(path, text)
+
+
+def writing_results(folder, log=print):
+    """Hold ``folder`` for one analysis while the block writes it (a context manager).
+
+    A second analysis writing the same folder is refused, naming the one that holds it,
+    before it writes anything; a read-only or full disk met inside the block is an
+    :class:`AnalysisError` naming the path and the cause
+    (:func:`repscope.probes.files.run_lock`). ``log`` receives a note when a lock left
+    by a killed analysis is taken over.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with writing_results(Path(tempfile.mkdtemp()) / "results") as folder:
+    ...     save_text("# findings", folder / "findings.md").name
+    'findings.md'
+    """
+    return run_lock(folder, "python analyses/layer_similarity.py", AnalysisError,
+                    log=lambda line: log(f"[layer_similarity] {line}") if log else None)

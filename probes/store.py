@@ -42,7 +42,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import ProbeError
-from .files import atomic_write, clean_stale_temporaries
+from .files import atomic_write, clean_stale_temporaries, environment_message
 from .schema import CELL_DIMS, validate
 
 _PATTERN = re.compile(r"^checkpoint_(-?\d+)\.nc$")
@@ -370,7 +370,8 @@ def write_checkpoint(folder: PathLike, ds: xr.Dataset, *, compress: bool = False
         try:
             atomic_write(final, lambda tmp: one.to_netcdf(tmp, engine="netcdf4", encoding=encoding))
         except (OSError, RuntimeError, ValueError, TypeError) as err:
-            raise ProbeError(f"Writing checkpoint {step} to {final} failed: {err}") from err
+            why = environment_message(err) if isinstance(err, OSError) else None  # disk full, ...
+            raise ProbeError(why or f"Writing checkpoint {step} to {final} failed: {err}") from err
         written.append(final)
     return written
 

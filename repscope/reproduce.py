@@ -58,7 +58,7 @@ from .analyses.measures import MEASURES
 from .analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
                                 redraw, summarize)
 from .analyses.rdms import RDM_METHODS
-from .analyses.saving import save_text
+from .analyses.saving import save_text, writing_results
 from .analyses.task_units import CI_UNITS
 from .analyses.uncertainty import BANDS
 from .training.checkpoint import load_run, training_state_path
@@ -443,9 +443,8 @@ def _check_paths(opts: LayerSimilarityOptions) -> None:
                             "omniglot/ and mnist/")
 
 
-def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig) -> Path:
+def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig, lazy) -> Path:
     """Train and record what is missing (no run named), analyse, write findings.md."""
-    lazy = _lazy_policy(opts)  # options checked before anything is trained or written
     maml_runs, mnist_run = list(opts.maml_run), opts.mnist_run
     for run in opts.run:
         if is_supervised(_open(run, lazy, quiet=True)):
@@ -492,14 +491,18 @@ def main(argv=None) -> int:
     try:
         opts = LayerSimilarityOptions(**given(args, LayerSimilarityOptions))
         if opts.redraw and not args.show_config:
-            files = redraw(opts.results, args.formats or AnalysisConfig().formats)
+            with writing_results(opts.results):
+                files = redraw(opts.results, args.formats or AnalysisConfig().formats)
             print(wrote(f"{len(files)} redrawn figure files", opts.results))
             return 0
         cfg = _analysis_config(args, opts.preset)
         _check_paths(opts)
         if args.show_config:
             return print_config({"options": opts, "analysis": cfg})
-        print(wrote("figures, their values and findings.md", _analyse(opts, cfg)))
+        lazy = _lazy_policy(opts)  # options checked before anything is trained or written
+        with writing_results(opts.results):  # one analysis writes a results folder at a time
+            results = _analyse(opts, cfg, lazy)
+        print(wrote("figures, their values and findings.md", results))
         return 0
     except AnalysisError as err:
         print(f"layer_similarity: error: {err}", file=sys.stderr)

@@ -30,6 +30,7 @@ import xarray as xr
 
 from repscope import probes
 from repscope.probes.errors import ProbeError
+from repscope.probes.files import LOCK_NAME
 from repscope.training.checkpoint import load_checkpoint, load_run
 from repscope.training.config import get_preset
 from repscope.training.data import load_omniglot
@@ -124,7 +125,7 @@ def _temporaries(folder):
 
 def _files(folder):
     return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")
-            if p.is_file() and ".tmp-" not in p.name}
+            if p.is_file() and ".tmp-" not in p.name and p.name != LOCK_NAME}  # a killed writer's lock goes
 
 
 def _lines(path, kind):

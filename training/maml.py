@@ -35,18 +35,17 @@ Examples
 [0, 1, 2, 3]
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ..probes.files import atomic_write_text
-from ..probes.store import remove_recordings
+from ..probes.files import LOCK_NAME, atomic_write_text, remove_own, run_lock, temporary_owner
 from .checkpoint import (clean_run_folder, latest_resumable, load_checkpoint, load_run,
                          save_checkpoint, seed_generators, set_rng_state, training_state_path)
 from .distributed import Ranks, leave, ranks
@@ -55,6 +54,7 @@ from .config import (CHOICES, PRESETS, RUNTIME_FIELDS, MAMLConfig, checkpoint_st
                      get_preset)
 from .errors import TrainingError
 from .evaluate import PUBLISHED, evaluate_tasks, lake_episodes, summarize
+from .inner import adapted_parameter_names
 from .engines import meta_step
 from .model import build_model
 from .options import DEVICES, check_device, torch_threads
@@ -62,11 +62,21 @@ from .tasks import lake_runs, task_samplers
 
 __all__ = ["train", "main"]
 
-_ARTEFACTS = ("config.json", "checkpoints", "state.pt", "metrics.jsonl", "evaluation.json")
+#: What a run folder holds that this command wrote (subfolder -> names, a regular
+#: expression): all that --overwrite removes; the recordings of the replaced run go too.
+_ARTEFACTS = {"": r"config\.json|state\.pt|metrics\.jsonl|evaluation\.json",
+              "checkpoints": r"step_\d{8}\.pt", "activations": r"checkpoint_-?\d+\.nc"}
+_COMMAND = "python -m repscope.training.maml"
 
 
-def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> bool:
-    """Return True when an existing run is to be resumed."""
+def _foreign(out: Path) -> list:
+    """Names in ``out`` other than the lock and temporaries."""
+    return sorted(p.name for p in out.iterdir()
+                  if p.name != LOCK_NAME and temporary_owner(p) is None) if out.is_dir() else []
+
+
+def _prepare_folder(out: Path, resume: bool, overwrite: bool, log=None) -> bool:
+    """Return True when an existing run is to be resumed (called holding the run's lock)."""
     exists = (out / "config.json").is_file()
     if exists and resume:
         return True
@@ -74,18 +84,47 @@ def _prepare_folder(out: Path, resume: bool, overwrite: bool) -> bool:
         raise TrainingError(f"{str(out)!r} already holds a run. Pass --resume to continue it "
                             "or --overwrite to start again from step 0")
     if exists and overwrite:
-        for name in _ARTEFACTS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-        remove_recordings(out / "activations")  # recorded from the run being replaced
-    if not exists and any(out.glob("*")) and not overwrite:
+        try:
+            load_run(out)  # only a repscope run is ours to remove
+        except TrainingError as exc:
+            raise TrainingError(
+                f"--overwrite removes only a run that repscope wrote, and {str(out)!r} holds "
+                f"none: {exc}. Nothing was removed; choose another --out, or delete the folder "
+                "yourself") from None
+        activations = out / "activations"
+        recorder = (run_lock(activations, _COMMAND + " --overwrite", TrainingError, log)
+                    if activations.is_dir() and not activations.is_symlink()
+                    else contextlib.nullcontext())
+        with recorder:  # no recorder may be writing what is removed
+            removed = remove_own(out, _ARTEFACTS, TrainingError)  # all checked, then removed
+        with contextlib.suppress(OSError):
+            activations.rmdir()  # when nothing else is left in it
+        if log:
+            kept = _foreign(out)
+            log(f"--overwrite: removed {len(removed)} files of the previous run"
+                + (f"; kept {kept}, which repscope did not write" if kept else ""))
+    if not exists and _foreign(out) and not overwrite:
         raise TrainingError(f"{str(out)!r} is not empty and holds no run (no config.json). "
                             "Choose a new folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def check_options(config: MAMLConfig) -> None:
+    """Checks of ``config`` against the network and the schedule, before anything is written.
+
+    Examples
+    --------
+    >>> check_options(get_preset("quick", adapt_layers="conv9"))
+    Traceback (most recent call last):
+    ...
+    repscope.training.errors.TrainingError: Unknown adapt_layers 'conv9'. Expected 'all', 'head', 'freeze:K' or a comma-separated subset of [...]
+    """
+    adapted_parameter_names(build_model(config), config)  # --adapt-layers vs the layers
+    if config.val_every and not config.val_tasks:
+        raise TrainingError(f"val_tasks (--val-tasks) 0 with val_every (--val-every) "
+                            f"{config.val_every}: a validation needs at least 1 task. Give "
+                            "--val-tasks 1 or more, or --val-every 0 to skip validation")
 
 
 def _check_same_run(stored: MAMLConfig, given: MAMLConfig) -> MAMLConfig:
@@ -189,6 +228,7 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     check_device(config.device)
     if resume and overwrite:
         raise TrainingError("--resume and --overwrite exclude each other")
+    check_options(config)
     found = None
     if resume and (out / "config.json").is_file():  # every check before anything is written
         config = _check_same_run(load_run(out)[0], config)
@@ -197,21 +237,23 @@ def train(config: MAMLConfig, out, resume: bool = False, overwrite: bool = False
     if group.size > config.meta_batch:
         raise TrainingError(f"{group.size} processes for --meta-batch {config.meta_batch}: every "
                             "process needs a task of each meta-batch. Use at most --meta-batch processes")
-    resuming, error = False, None
-    if group.is_main:  # rank 0 alone touches the folder; the others wait for its verdict
-        try:
-            for path in clean_run_folder(out):
-                log(f"removed {str(path)!r}, a temporary file left by a killed process")
-            resuming = _prepare_folder(out, resume, overwrite)
-        except TrainingError as exc:
-            if not group.distributed:
-                raise
-            error = exc
-    group.check(error)
-    resuming = group.broadcast(resuming)
-    with torch_threads(config.threads):
-        return _train(config, out, resuming, found, samplers, group.device(config.device), log,
-                      on_step, group)
+    with contextlib.ExitStack() as hold:
+        resuming, error = False, None
+        if group.is_main:  # rank 0 alone touches the folder; the others wait for its verdict
+            try:  # one writer per run folder, held until training ends, however it ends
+                hold.enter_context(run_lock(out, _COMMAND, TrainingError, log))
+                for path in clean_run_folder(out):
+                    log(f"removed {str(path)!r}, a temporary file left by a killed process")
+                resuming = _prepare_folder(out, resume, overwrite, log)
+            except TrainingError as exc:
+                if not group.distributed:
+                    raise
+                error = exc
+        group.check(error)
+        resuming = group.broadcast(resuming)
+        with torch_threads(config.threads):
+            return _train(config, out, resuming, found, samplers, group.device(config.device),
+                          log, on_step, group)
 
 
 def _resume_point(out: Path, config: MAMLConfig, log):

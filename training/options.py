@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 from .errors import TrainingError
 
 __all__ = ["DEVICES", "THREADS_HELP", "check_choice", "check_int", "check_positive",
-           "check_threads", "check_device", "torch_threads"]
+           "check_threads", "check_device", "torch_threads", "available_memory"]
 
 DEVICES = ("cpu", "cuda")
 THREADS_HELP = ("torch CPU threads; 0 keeps torch's default (usually one per core). One "
@@ -133,3 +134,25 @@ def torch_threads(threads: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux: ``MemAvailable``, which counts
+    reclaimable caches; elsewhere the free pages; unknown: no limit).
+
+    Examples
+    --------
+    >>> available_memory() > 0
+    True
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62

@@ -37,6 +37,7 @@ torchrun's options: it would take ``--run`` for its ``--run-path``.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -49,7 +50,7 @@ import torch
 import xarray as xr
 
 from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from ..probes.files import clean_stale_temporaries
+from ..probes.files import clean_stale_temporaries, run_lock
 from ..probes.store import activation_file_path, verify_checkpoint
 from .checkpoint import load_meta_parameters, load_run
 from .cli import arg, build_parser, given, print_config, setting, wrote
@@ -61,7 +62,8 @@ from .engines.tensors import accuracy, episode_tensors
 from .errors import TrainingError
 from .evaluate import evaluate_tasks
 from .model import build_model
-from .options import DEVICES, THREADS_HELP, check_choice, check_device, check_int, check_threads
+from .options import (DEVICES, THREADS_HELP, available_memory, check_choice, check_device,
+                      check_int, check_threads)
 from .reduce_option import PAPER_REDUCE, REDUCE_HELP, parse_reduce, reduce_argument
 from .tasks import task_samplers
 
@@ -264,6 +266,63 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
     return ds
 
 
+def _layer_units(model, rec: RecordConfig, image_shape) -> int:
+    """Values one probe image gives over the recorded layers, reduced as ``rec`` says."""
+    reduce, units, hooks = parse_reduce(rec.reduce, rec.layers), {}, []
+    for name in rec.layers:
+        def hook(_, __, output, name=name):
+            shape = tuple(output.shape[1:])
+            units[name] = shape[0] if reduce[name] == "spatial_mean" else int(np.prod(shape))
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros((2, *image_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(units.values())
+
+
+def check_memory(model, rec: RecordConfig, config, images, available: int | None = None) -> int:
+    """Refuse a recording whose episodes and one checkpoint's activations exceed memory.
+
+    The estimate counts the analysis tasks' images (support and query), the eval tasks'
+    images, and one checkpoint's record (every
+    task, inner step, probe image and recorded unit, held twice: the probe's buffers and
+    the Dataset written). Returns the estimate in bytes.
+
+    Examples
+    --------
+    >>> from repscope.training.config import get_preset
+    >>> config = get_preset("quick", n_way=5)
+    >>> images = np.zeros((20, 20, 28, 28), np.float32)
+    >>> check_memory(build_model(config), RecordConfig(tasks=100000), config, images,
+    ...              available=8 * 2**30)
+    Traceback (most recent call last):
+    ...
+    repscope.training.errors.TrainingError: tasks (--tasks) 100000 needs about ... GB of memory ...
+    """
+    n_classes, n_examples = np.shape(images)[:2]
+    pixels = int(np.prod(np.shape(images)[2:])) * 4  # float32
+    n_way = min(config.n_way, n_classes)
+    tasks = rec.tasks * n_way * n_examples * pixels
+    evals = rec.eval_tasks * config.n_way * (config.k_shot + config.n_query_eval) * pixels
+    image = tuple(np.shape(images)[2:]) if np.ndim(images) == 5 else (1, *np.shape(images)[2:])
+    units = _layer_units(model, rec, image)
+    record = 2 * rec.tasks * len(rec.inner_steps) * n_way * units * 4  # float16 is held as float32
+    need = tasks + evals + record
+    available = available_memory() if available is None else available
+    if need > available:
+        raise TrainingError(
+            f"tasks (--tasks) {rec.tasks} needs about {need / 1e9:.1f} GB of memory "
+            f"(analysis tasks {tasks / 1e9:.1f} GB, eval tasks {evals / 1e9:.1f} GB, one "
+            f"checkpoint's record {record / 1e9:.1f} GB: {len(rec.inner_steps)} inner steps x "
+            f"{n_way} probe images x {units} units per task), and {available / 1e9:.1f} GB "
+            "are available. Record fewer --tasks, fewer --inner-steps or --layers, or reduce "
+            "with --reduce spatial_mean")
+    return need
+
+
 def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
     with xr.open_dataset(activation_file_path(out, step)) as existing:
         stored = json.loads(existing.attrs.get("config", "{}"))
@@ -317,27 +376,49 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
         raise TrainingError(f"Run {str(run_dir)!r} has no checkpoints yet (checkpoints/step_*.pt)")
     steps = select_checkpoints(rec.checkpoints, list(saved))
     out = Path(out) if out is not None else run_dir / "activations"
-    done = set()
-    if group.is_main:  # before any rank writes; every rank then uses rank 0's list
-        for path in clean_stale_temporaries(out):
+    if rec.data is not None:
+        config = dataclasses.replace(config, data=rec.data)
+    test = task_samplers(config)["test"]  # the run's held-out classes and test-task sampler
+    images, image_ids = test.images, test.image_ids
+    model = build_model(config)
+    check_memory(model, rec, config, images)  # before the tasks are built or anything written
+    with contextlib.ExitStack() as hold:
+        done, error = set(), None
+        if group.is_main:  # before any rank writes; every rank then uses rank 0's list
+            try:  # one writer per activations folder, until every rank is done
+                hold.enter_context(run_lock(out, "python -m repscope.training.record",
+                                            TrainingError, log))
+                done = _verified(out, log)
+            except TrainingError as exc:
+                if not group.distributed:
+                    raise
+                error = exc
+        group.check(error)
+        done = group.broadcast(done)
+        return _record(run_dir, rec, out, log, group, config, saved, steps, done, test, model)
+
+
+def _verified(out: Path, log) -> set:
+    """Steps whose records in ``out`` read back whole; stale temporaries removed."""
+    for path in clean_stale_temporaries(out):
+        if log:
+            log(f"removed {str(path)!r}, a temporary file left by a killed recorder")
+    done = set(existing_checkpoints(out))
+    for step in sorted(done):
+        try:
+            verify_checkpoint(out, step)
+        except ProbeError as exc:
+            done.discard(step)
             if log:
-                log(f"removed {str(path)!r}, a temporary file left by a killed recorder")
-        done = set(existing_checkpoints(out))
-        for step in sorted(done):
-            try:
-                verify_checkpoint(out, step)
-            except ProbeError as exc:
-                done.discard(step)
-                if log:
-                    log(f"recording checkpoint {step} again: {exc}")
-    done = group.broadcast(done)
+                log(f"recording checkpoint {step} again: {exc}")
+    return done
+
+
+def _record(run_dir, rec, out, log, group, config, saved, steps, done, test, model) -> Path:
     todo = [s for s in steps if s not in done]
     if rec.max_inner_step > max(config.inner_steps_eval, 0) and log:
         log(f"note: recording up to inner step {rec.max_inner_step}, beyond the run's "
             f"{config.inner_steps_eval} evaluation steps")
-    if rec.data is not None:
-        config = dataclasses.replace(config, data=rec.data)
-    test = task_samplers(config)["test"]  # the run's held-out classes and test-task sampler
     images, image_ids = test.images, test.image_ids
     tasks = analysis_tasks(images, image_ids, config.n_way, rec.tasks)
     probe_set = _probe_set(images, image_ids, tasks[rec.probe_task], rec.probe_index)
@@ -361,7 +442,7 @@ def record_run(run_dir, rec: RecordConfig, out=None, log=print, group: Ranks | N
     device = group.device(rec.device)
     if rec.threads:  # 0: torch's default
         torch.set_num_threads(rec.threads)
-    model = build_model(config).to(device)
+    model = model.to(device)
     probe = make_probe(model, rec)
     mine = group.shard(todo)
     bar = mine

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from repscope.probes.store import remove_recordings, verify_checkpoint
+from repscope.probes.store import verify_checkpoint
 
-from ..probes.files import atomic_write_text, clean_stale_temporaries
+from ..probes.files import atomic_write_text, clean_stale_temporaries, remove_own, run_lock
 from .data.mnist import load_mnist, mnist_offline_split
 from .data.paths import DATA_ENV
 from .errors import DataError, TrainingError
@@ -48,7 +48,7 @@ from .options import (DEVICES, THREADS_HELP, check_choice, check_device, check_i
                       check_positive, check_threads)
 from .reduce_option import PAPER_REDUCE, REDUCE_HELP, parse_reduce, reduce_argument
 
-__all__ = ["SupervisedConfig", "load_data", "train_and_record", "main"]
+__all__ = ["SupervisedConfig", "load_data", "train_and_record", "run_supervised", "main"]
 
 MNIST_MODES = ("auto", "full", "offline")
 DTYPES = ("float32", "float16")
@@ -251,6 +251,85 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
             "accuracy_by_step": accuracy_by_step}
 
 
+#: What a run folder holds that this command wrote (subfolder -> names, a regular
+#: expression): all that --overwrite removes.
+_ARTEFACTS = {"": r"config\.json|metrics\.jsonl|summary\.json",
+              "activations": r"checkpoint_-?\d+\.nc"}
+
+
+def _stored_fields(cfg_file: Path) -> dict:
+    """The result-deciding settings of a stored supervised run; refuses another file."""
+    try:
+        stored = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as exc:
+        stored = exc
+    names = {f.name for f in dataclasses.fields(SupervisedConfig)}
+    if not isinstance(stored, dict) or not set(stored) <= names:
+        raise TrainingError(
+            f"{str(cfg_file)!r} is not the configuration of a run of python -m "
+            "repscope.training.supervised, so the folder holds someone else's files. Nothing "
+            "was changed; choose another --out, or move them away yourself")
+    return {k: v for k, v in stored.items() if k not in RUNTIME_FIELDS}
+
+
+def check_batch_size(config: SupervisedConfig, n_train: int) -> None:
+    """Refuse a batch larger than the training images (it would silently be all of them).
+
+    Examples
+    --------
+    >>> check_batch_size(SupervisedConfig(batch_size=100000), 9900)
+    Traceback (most recent call last):
+    ...
+    repscope.training.errors.TrainingError: batch_size (--batch-size) 100000 is larger than the 9900 training images; choose at most 9900
+    """
+    if config.batch_size > n_train:
+        raise TrainingError(f"batch_size (--batch-size) {config.batch_size} is larger than the "
+                            f"{n_train} training images; choose at most {n_train}")
+
+
+def run_supervised(config: SupervisedConfig, out, overwrite: bool = False, log=None) -> dict:
+    """Train and record into the run folder ``out``; return the summary (also written).
+
+    Every check comes before anything is written: the data, the batch size, one writer
+    per folder (:func:`repscope.probes.files.run_lock`), a stored run's configuration.
+    A folder holding a run of the same configuration goes on from its recorded steps;
+    ``overwrite`` removes the files an earlier run wrote (and nothing else) first.
+    ``log`` receives one-line messages (default: none).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> config = SupervisedConfig(steps=1, record_every=1, mnist="offline", data=str(DATA),
+    ...                           progress=False)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     sorted(run_supervised(config, Path(d) / "mnist")["accuracy_by_step"])
+    [0, 1]
+    """
+    out = Path(out)
+    log = log or (lambda _: None)
+    data = load_data(config)  # data errors come before --overwrite removes anything
+    check_batch_size(config, len(data["train"][1]))
+    with run_lock(out, "python -m repscope.training.supervised", TrainingError, log):
+        cfg_file = out / "config.json"
+        for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
+            log(f"removed {str(path)!r}, a temporary file left by a killed process")
+        if cfg_file.exists():
+            stored = _stored_fields(cfg_file)
+            if overwrite:
+                remove_own(out, _ARTEFACTS, TrainingError)  # all checked, then removed
+            elif stored != _results_fields(config):
+                raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
+                                    "choose another --out or pass --overwrite.")
+        atomic_write_text(cfg_file, json.dumps(dataclasses.asdict(config), indent=2))
+        if data["meta"]["mode"] != "full":
+            log(data["meta"]["note"])
+        lines = []
+        summary = train_and_record(config, out, data, log=lambda rec: lines.append(json.dumps(rec)))
+        atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
 def _parser() -> argparse.ArgumentParser:
     groups = {
         "data": ["mnist", "data", "n_probe"],
@@ -279,30 +358,12 @@ def main(argv=None) -> int:
         if args.show_config:
             return print_config(config)
         out = Path(args.out)
-        cfg_file = out / "config.json"
-        for path in clean_stale_temporaries(out) + clean_stale_temporaries(out / "activations"):
-            print(f"removed {str(path)!r}, a temporary file left by a killed process",
-                  file=sys.stderr)
-        data = load_data(config)  # data errors come before --overwrite removes anything
-        if cfg_file.exists():
-            if args.overwrite:
-                remove_recordings(out / "activations")
-            elif {k: v for k, v in json.loads(cfg_file.read_text()).items()
-                  if k not in RUNTIME_FIELDS} != _results_fields(config):
-                raise TrainingError(f"{str(out)!r} holds a run with another configuration; "
-                                    "choose another --out or pass --overwrite.")
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cfg_file, json.dumps(dataclasses.asdict(config), indent=2))
-        if data["meta"]["mode"] != "full":
-            print(data["meta"]["note"], file=sys.stderr)
-        lines = []
-        summary = train_and_record(config, out, data, log=lambda rec: lines.append(json.dumps(rec)))
-    except TrainingError as exc:
+        summary = run_supervised(config, out, args.overwrite,
+                                 log=lambda line: print(line, file=sys.stderr))
+    except (TrainingError, ProbeError) as exc:  # ProbeError: writing a record failed
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    where = f"the {config.n_probe} held-out probe images" if data["meta"]["mode"] != "full" else "the 10,000 test images"
+    where = f"the {config.n_probe} held-out probe images" if summary["data"]["mode"] != "full" else "the 10,000 test images"
     print(f"final accuracy {100 * summary['final_accuracy']:.1f}% on {where} (chance 10%)")
     print(wrote("run folder", out))
     return 0
