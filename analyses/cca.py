@@ -81,7 +81,13 @@ def max_dims(n: int) -> int:
 
 
 def feature_width(n: int) -> int:
-    """Length of one feature vector: the basis (n x h) then the units' coordinates (h x h)."""
+    """Length of one feature vector: the basis (n x h) then the units' coordinates (h x h).
+
+    Examples
+    --------
+    >>> feature_width(20)  # h = 9: 20 * 9 + 9 * 9
+    261
+    """
     h = max_dims(n)
     return n * h + h * h
 
@@ -205,6 +211,13 @@ def canonical_correlations(fa, fb) -> torch.Tensor:
 
     The first ``min(ka, kb)`` entries of each row are the canonical correlations in
     decreasing order; the rest are zero.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(11, 3))
+    >>> f = cca_features(x, variance=None)
+    >>> canonical_correlations(f, f).round(decimals=12).tolist()
+    [[1.0, 1.0, 1.0, 0.0, 0.0]]
     """
     fa = torch.as_tensor(fa)
     fb = torch.as_tensor(fb, device=fa.device, dtype=fa.dtype)
@@ -281,6 +294,12 @@ def pairs_matrix(pair_fn, f, *, chunk_pairs: int = 4096) -> torch.Tensor:
     -------
     torch.Tensor
         Shape (c, c): entry ``[i, j]`` is ``pair_fn(f[i], f[j])``.
+
+    Examples
+    --------
+    >>> f = cca_features(np.random.default_rng(0).normal(size=(3, 9, 5)))
+    >>> pairs_matrix(svcca_pairs, f).shape
+    torch.Size([3, 3])
     """
     f = torch.as_tensor(f)
     c = len(f)

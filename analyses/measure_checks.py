@@ -57,8 +57,8 @@ def layer_identification(nets: Sequence[Mapping[str, xr.DataArray]], measures: S
 
     Parameters
     ----------
-    nets : sequence of mappings
-        One mapping per network: layer name -> DataArray ``(stimulus, unit_*)``; the
+    nets : sequence of dict
+        One dict per network: layer name -> DataArray ``(stimulus, unit_*)``; the
         same layers and stimuli in every network.
     measures : sequence of str
         Registered measures, with their default options.
@@ -158,7 +158,7 @@ def pc_removal(layers: Sequence[xr.DataArray], labels, measures: Sequence[str] =
     >>> y = np.repeat(np.arange(3), 20)
     >>> x = xr.DataArray(rng.normal(size=(60, 6)) + y[:, None], dims=("stimulus", "unit_a"))
     >>> ds = pc_removal([x], y, ["cka_linear"], max_removed=2, folds=3)
-    >>> ds["distance"].shape, float(ds["distance"][0, 0, 0])
+    >>> ds["distance"].shape, round(float(ds["distance"][0, 0, 0]), 12)
     ((1, 1, 3), 0.0)
     """
     labels = np.asarray(labels)
@@ -187,6 +187,13 @@ def tracking(ds: xr.Dataset) -> xr.DataArray:
     minus that after the removal). 1: the distance orders the reduced copies exactly as
     their loss of decodable information; near 0 or NaN (a constant distance): it does not
     see the loss.
+
+    Examples
+    --------
+    >>> ds = xr.Dataset({"distance": (("measure", "net", "removed"), [[[0.0, 0.2, 0.5]]]),
+    ...                  "accuracy": (("net", "removed"), [[0.9, 0.8, 0.6]])}, coords={"measure": ["m"]})
+    >>> float(tracking(ds).sel(measure="m"))
+    1.0
     """
     loss = (ds["accuracy"].isel(removed=0) - ds["accuracy"]).values.ravel()
     rho = []

@@ -37,10 +37,10 @@ from .measure_checks import DEFAULT_MEASURES, layer_identification, pc_removal
 from .measures import MEASURES
 from .saving import save_figure, save_netcdf, save_text
 
-__all__ = ["main", "read_network", "tables_markdown"]
+__all__ = ["main"]
 
 
-def read_network(folder, checkpoint: int | None = None) -> tuple[dict[str, xr.DataArray], np.ndarray, dict]:
+def _read_network(folder, checkpoint: int | None = None) -> tuple[dict[str, xr.DataArray], np.ndarray, dict]:
     """The layers of one recorded network at one checkpoint (default: its last).
 
     Returns the layers (name -> ``(stimulus, unit_*)``), the stimulus labels and the
@@ -64,7 +64,7 @@ def read_network(folder, checkpoint: int | None = None) -> tuple[dict[str, xr.Da
     return out, ds["label"].values, config
 
 
-def tables_markdown(ident: xr.Dataset, removal: xr.Dataset) -> str:
+def _tables_markdown(ident: xr.Dataset, removal: xr.Dataset) -> str:
     """The two results as markdown tables (share in %, tracking as Spearman rho)."""
     ns = [int(n) for n in ident["n_stimuli"].values]
     lines = ["| measure | " + " | ".join(f"n = {n}" for n in ns) + " | tracking rho |",
@@ -105,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run both checks on recorded runs and write the results (see the module docstring).
+
+    Returns the exit status: 0, or 2 after printing what is wrong with the options.
+
+    Examples
+    --------
+    >>> main(["--run", "runs/a", "--run", "runs/b", "--out", "results/x", "--measures", "cka"])
+    2
+    """
     args = _parser().parse_args(argv)
     measures = [m.strip() for m in args.measures.split(",") if m.strip()]
     try:
@@ -115,7 +124,7 @@ def main(argv=None) -> int:
         if len(args.run) < 2:
             raise AnalysisError(f"--run: give at least 2 runs; got {len(args.run)}")
         torch.set_num_threads(args.threads)
-        nets, labels, configs = zip(*(read_network(r, args.checkpoint) for r in args.run))
+        nets, labels, configs = zip(*(_read_network(r, args.checkpoint) for r in args.run))
         if args.layer not in nets[0]:
             raise AnalysisError(f"--layer {args.layer!r}: not a recorded layer; expected one of {list(nets[0])}")
         ident = layer_identification(nets, measures, n_stimuli)
@@ -134,7 +143,7 @@ def main(argv=None) -> int:
     save_text(ident["share"].to_pandas().to_csv(), out / "layer_identification.csv")
     save_text(xr.Dataset({"distance": removal["distance"].mean("net"), "accuracy": removal["accuracy"].mean("net")})
               .to_dataframe().to_csv(), out / "pc_removal.csv")
-    table = tables_markdown(ident, removal)
+    table = _tables_markdown(ident, removal)
     save_text(table, out / "measure_checks.md")
     save_figure(plot_measure_checks(ident, removal), out / "measure_checks")
     print(table)
