@@ -17,9 +17,19 @@ name                       direction       what
 ``cka_linear_debiased``    similarity      linear CKA, unbiased HSIC (n >= 4)
 ``cka_rbf_debiased``       similarity      RBF CKA, unbiased HSIC (n >= 4)
 ``cka_linear_minibatch``   similarity      minibatch linear CKA; option ``batch_size``
+``svcca``                  similarity      mean canonical correlation after an SVD keeping
+                                           ``variance`` (default 0.99) of each
+                                           representation's variance, at most (n - 1) // 2
+                                           dims; or exactly ``dims``
+``pwcca``                  similarity      projection-weighted CCA (Morcos et al., 2018);
+                                           same reduction options as ``svcca``
+``procrustes``             dissimilarity   angular orthogonal Procrustes distance in
+                                           [0, pi/2] (Williams et al., 2021)
 =========================  ==============  ===============================================
 
-CKA measures also take ``device`` (e.g. "cuda") and ``dtype``.
+CKA, CCA and Procrustes measures also take ``device`` (e.g. "cuda") and ``dtype``. Why
+CCA needs the reduction on few stimuli and what ``variance=None`` does:
+:mod:`repscope.analyses.cca`.
 
 Each :class:`Measure` holds its behaviour: the function that turns a representation
 into feature vectors, the one that compares paired vectors, the one that compares every
@@ -39,6 +49,10 @@ import torch
 import xarray as xr
 
 from repscope.analyses.cka import MIN_STIMULI as CKA_MIN_STIMULI
+from .cca import MIN_STIMULI as CCA_MIN_STIMULI
+from .cca import cca_features, feature_width, pairs_matrix, pwcca_pairs, svcca_pairs
+from .procrustes import MIN_STIMULI as PROCRUSTES_MIN_STIMULI
+from .procrustes import procrustes_features, procrustes_pairs
 from repscope.analyses.cka import cka_features, feature_cosine
 from repscope.analyses.dims import (PAIR, STIMULUS, align_stimuli, condition_matrix, map_cells, other_dims,
                                     paired, require_stimuli, unit_dim)
@@ -50,6 +64,8 @@ from repscope.analyses.rdms import rdms, spearman_dissimilarity, spearman_matrix
 __all__ = ["MEASURES", "Measure", "get_measure", "features", "compare", "compare_all"]
 
 GRAM = "gram_entry"
+BASIS = "basis_entry"
+ROOT_GRAM = "root_gram_entry"
 _CHUNK_BYTES = 512 * 2**20  # float64 bytes of representation read at once
 
 
@@ -85,6 +101,31 @@ def _cka_matrix(v, *, device=None, **_) -> np.ndarray:
     return feature_cosine(torch.as_tensor(v, device=device), pairwise=False).cpu().numpy()
 
 
+def _dtype(dtype):
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def _cca_features(da: xr.DataArray, *, variance, dims, device, dtype, what: str) -> xr.DataArray:
+    def fn(batch):
+        return cca_features(batch, variance=variance, dims=dims, device=device, dtype=_dtype(dtype),
+                            what=what).cpu().numpy()
+    return map_cells(da, fn, BASIS, feature_width(da.sizes[STIMULUS]))
+
+
+def _torch_paired(pair_fn, va, vb, *, device=None, **_) -> np.ndarray:
+    return pair_fn(torch.as_tensor(va, device=device), torch.as_tensor(vb, device=device)).cpu().numpy()
+
+
+def _torch_matrix(pair_fn, v, *, device=None, **_) -> np.ndarray:
+    return pairs_matrix(pair_fn, torch.as_tensor(v, device=device)).cpu().numpy()
+
+
+def _procrustes_features(da: xr.DataArray, *, device, dtype) -> xr.DataArray:
+    def fn(batch):
+        return procrustes_features(batch, device=device, dtype=_dtype(dtype)).cpu().numpy()
+    return map_cells(da, fn, ROOT_GRAM, da.sizes[STIMULUS] ** 2)
+
+
 @dataclass(frozen=True)
 class Measure:
     """A registered measure: its direction, options and behaviour.
@@ -94,9 +135,10 @@ class Measure:
     name : str
     direction : {"dissimilarity", "similarity"}
     description : str
-    family : {"rsa", "cka"}
+    family : {"rsa", "cka", "cca", "procrustes"}
     core : str
-        The dim of its feature vectors: ``pair`` (RDM entries) or ``gram_entry``.
+        The dim of its feature vectors: ``pair`` (RDM entries), ``gram_entry``,
+        ``basis_entry`` (CCA) or ``root_gram_entry`` (Procrustes).
     min_stimuli : int
         Fewest stimuli for a defined value.
     features : callable
@@ -132,6 +174,13 @@ def _cka(name, description, kernel, debiased, **defaults) -> Measure:
                    {**defaults, "device": None, "dtype": "float64"})
 
 
+def _cca(name, description, pair_fn) -> Measure:
+    return Measure(name, "similarity", description, "cca", BASIS, CCA_MIN_STIMULI,
+                   partial(_cca_features, what=name), partial(_torch_paired, pair_fn),
+                   partial(_torch_matrix, pair_fn),
+                   {"variance": 0.99, "dims": None, "device": None, "dtype": "float64"})
+
+
 _RBF = {"bandwidth": "paper", "threshold": 1.0}
 MEASURES: dict[str, Measure] = {
     m.name: m for m in [
@@ -141,6 +190,11 @@ MEASURES: dict[str, Measure] = {
         _cka("cka_linear_debiased", "linear CKA (unbiased HSIC)", "linear", True),
         _cka("cka_rbf_debiased", "RBF CKA (unbiased HSIC)", "rbf", True, **_RBF),
         _cka("cka_linear_minibatch", "minibatch linear CKA (unbiased HSIC)", "linear", True, batch_size=10),
+        _cca("svcca", "SVCCA: mean canonical correlation after an SVD step", svcca_pairs),
+        _cca("pwcca", "PWCCA: projection-weighted canonical correlations (Morcos et al., 2018)", pwcca_pairs),
+        Measure("procrustes", "dissimilarity", "angular orthogonal Procrustes distance (radians)", "procrustes",
+                ROOT_GRAM, PROCRUSTES_MIN_STIMULI, _procrustes_features, partial(_torch_paired, procrustes_pairs),
+                partial(_torch_matrix, procrustes_pairs), {"device": None, "dtype": "float64"}),
     ]
 }
 

@@ -1,0 +1,1 @@
+"""Reference implementations copied from their public repositories, for tests only."""
