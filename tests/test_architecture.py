@@ -264,12 +264,12 @@ def test_the_cycle_check_passes_a_one_way_package():
 FLOORS = {
     "repscope.analyses": [
         ("errors", "dims", "lazy"),
-        ("cka", "rdms"),
+        ("cka", "rdms", "cca", "procrustes"),
         ("measures",),
-        ("figure_data", "uncertainty", "mds", "plateau", "task_units"),
-        ("findings", "plots"),
+        ("figure_data", "uncertainty", "mds", "plateau", "task_units", "measure_checks"),
+        ("findings", "plots", "measure_check_plots"),
         ("saving",),
-        ("pipeline",),
+        ("pipeline", "sanity"),
         ("layer_similarity",),
     ],
     "repscope.training": [
