@@ -9,7 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"probes": "repscope.probes", "training": "repscope.training", "analyses": "repscope.analyses",
            "repscope": "repscope"}
-COMPUTE = ("dims", "lazy", "cka", "rdms", "measures", "uncertainty", "mds", "figure_data", "findings")
+COMPUTE = ("dims", "lazy", "cka", "rdms", "measures", "uncertainty", "mds", "figure_data", "findings",
+           "replication")
 
 
 def _module_name(path: Path) -> str:
