@@ -27,13 +27,17 @@ network.
 
 A claim is **replicated** when the pooled verdict is "supported" and the seeds agree
 (:func:`seeds_agree`, :data:`AGREEMENT`): no analysed seed's own verdict is "not
-supported", and all but at most one are "supported". Requiring every seed would make
-replication hinge on the per-seed power, which is modest at a few tasks (at 90% per
-seed, 3 seeds all pass 73% of the time); one seed left "inconclusive" or "not testable"
-is what limited power looks like, a seed whose record contradicts the claim is not. The
-agreement can only remove pooled "supported" verdicts, so "replicated" errs at most as
-often as the pooled test; it guards against a pooled mean carried by some seeds while
-another shows the opposite. Seeds whose runs failed are named and left out: the pooled
+supported", and at least half of them (rounded up; 2 of 3, 3 of 5) are "supported". A
+contradicting seed is evidence that seeds differ, so it blocks; requiring most seeds to
+show the effect on their own keeps a pooled mean carried by a few seeds from counting.
+A fixed share, not "all" or "all but one", because the per-seed tests have modest power
+at a few tasks: simulated with 5 tasks per seed and per-seed power 0.7 (F2), "all but
+one" replicates a true effect 74% of the time with 3 seeds, 55% with 5 and 16% with 10
+(more seeds, less replication), the majority 74%, 86% and 96%. The agreement can only
+remove pooled "supported" verdicts, so "replicated" errs at most as often as the pooled
+test (simulated at the edge of each claim: at most 0.8% at 3-10 seeds, where the
+agreement alone errs up to 6.5% when seeds differ by 30%; ``tests/test_replication.py``).
+Seeds whose runs failed are named and left out of both: the pooled
 verdict says how many of the requested seeds it used.
 """
 from __future__ import annotations
@@ -55,9 +59,8 @@ __all__ = ["check_same_layout", "seeds_agree", "pooled_gap_test", "pool_findings
 #: Fewest seeds for a pooled verdict (a t interval over seeds with 2 df).
 MIN_SEEDS = MIN_UNITS
 #: The agreement rule, as printed in findings.md.
-AGREEMENT = ("no seed's own verdict is \"not supported\" and all but at most one are \"supported\" "
-             "(one seed left inconclusive or not testable is allowed: limited per-seed power; a "
-             "contradicting seed is not)")
+AGREEMENT = ("no analysed seed's own verdict is \"not supported\" and at least half of them (rounded up: "
+             "2 of 3, 3 of 5) are \"supported\"")
 #: The claims pooled, their keys in :func:`repscope.analyses.findings.assess` and their names.
 CLAIMS = {"f1": "F1: early layers change less than late layers",
           "f2": "F2 (exact gap)", "f2_scaled": "F2 (scale-relative gap)",
@@ -155,7 +158,7 @@ def seeds_agree(verdicts, axis: int = -1) -> np.ndarray:
     """
     v = np.asarray(verdicts)
     n = v.shape[axis]
-    ok = (v == "supported").sum(axis) >= n - 1
+    ok = (v == "supported").sum(axis) >= -(-n // 2)
     return ok & ~(v == "not supported").any(axis)
 
 
@@ -324,7 +327,7 @@ def pool_findings(results: Mapping[int, dict], *, failed: Mapping[int, str] | No
         elif pooled["verdict"] != "supported":
             status = f"not replicated: pooled verdict {pooled['verdict']} ({used_text})"
         else:
-            status = f"not replicated: the seeds disagree ({AGREEMENT.split(' (')[0]} fails; {used_text})"
+            status = f"not replicated: the seeds disagree (the rule: {AGREEMENT}; {used_text})"
         out["claims"][key] = {"name": name, "per_seed": per_seed, "pooled": pooled, "agree": agree,
                               "replicated": replicated, "status": status}
     return out
