@@ -510,6 +510,28 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
         Before anything is written: a seed that is not a whole number or is given both
         as a record and as failed, no seeds, records of different configurations, an
         unreadable record.
+
+    Examples
+    --------
+    Three seeds of a tiny made-up record (one conv layer and the head, random values)
+    and a fourth whose training failed:
+
+    >>> import tempfile
+    >>> def record(seed):
+    ...     x = np.random.default_rng(seed).normal(size=(2, 4, 2, 5, 6))  # checkpoint, task, step, stimulus, unit
+    ...     return xr.Dataset({n: (("checkpoint", "task", "inner_step", "stimulus", f"unit_{n}"), x, {"role": "layer"})
+    ...                        for n in ("conv1", "head")},
+    ...                       coords={"checkpoint": [0, 10], "task": range(4), "inner_step": [0, 1]},
+    ...                       attrs={"layers": '["conv1", "head"]',
+    ...                              "config": json.dumps({"kind": "maml", "run": {"seed": seed}})})
+    >>> res = analyse_seeds({s: record(s) for s in (0, 1, 2)}, AnalysisConfig(measures=("rsa",), formats=("png",)),
+    ...                     Path(tempfile.mkdtemp()), failed={3: "training exited with code 1"})
+    >>> sorted(res["seeds"]), res["failed"]
+    ([0, 1, 2], {3: 'training exited with code 1'})
+    >>> res["pooled"]["rsa"]["claims"]["f2"]["status"]
+    'not testable over seeds (0 of 4 requested seeds could answer; seed 3 failed)'
+    >>> print(res["findings"].read_text().splitlines()[2])
+    # Findings over seeds: rsa
     """
     failed = dict(failed or {})
     for s in [*records, *failed]:

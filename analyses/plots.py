@@ -228,7 +228,8 @@ def plot_seed_spread(res: xr.Dataset, inner_step: int | None = None) -> Figure:
     ...                coords={"seed": [0, 1, 2], "layer": ["a", "b"], "checkpoint": [0, 1, 2, 3]},
     ...                attrs={"figure": "1a_seeds"})
     >>> print(plot_seed_spread(r)._suptitle.get_text())
-    Fig. 1a over 3 seeds (0, 1, 2): each seed's mean over tasks (thin), mean over seeds (thick)
+    Fig. 1a over 3 seeds (0, 1, 2)
+    thin: each seed's mean over tasks; thick: mean over seeds
     """
     if "seed" not in res.dims:
         raise AnalysisError(f"plot_seed_spread needs a 'seed' dim; got dims {tuple(res.dims)}")
@@ -252,6 +253,6 @@ def plot_seed_spread(res: xr.Dataset, inner_step: int | None = None) -> Figure:
         ax.grid(alpha=0.3)
     axes[-1].legend(title="layer", fontsize="small")
     which = str(res.attrs.get("figure", "")).replace("_seeds", "") or "?"
-    fig.suptitle(f"Fig. {which} over {len(seeds)} seeds ({', '.join(map(str, seeds))}): each seed's mean "
-                 "over tasks (thin), mean over seeds (thick)")
+    fig.suptitle(f"Fig. {which} over {len(seeds)} seeds ({', '.join(map(str, seeds))})\nthin: each seed's "
+                 "mean over tasks; thick: mean over seeds")
     return fig

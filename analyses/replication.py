@@ -66,8 +66,8 @@ CLAIMS = {"f1": "F1: early layers change less than late layers",
           "f2": "F2 (exact gap)", "f2_scaled": "F2 (scale-relative gap)",
           "fig3": "Figure-3 statement (exact gap)", "fig3_scaled": "Figure-3 statement (scale-relative gap)",
           "f3": "F3: most of the inner-loop change happens in step 1"}
-#: Record settings that may differ between the seeds of one configuration: the seed and
-#: what it draws (the probe stimuli), and where and how the run was executed.
+#: Record settings that may differ between the seeds of one configuration (the seed and
+#: what it draws, the probe stimuli; where and how the run was executed).
 SEED_DEPENDENT = ("run.seed", "probe_set", "run.data", "record.data", "run.device", "record.device",
                   "run.threads", "run.progress", "record.progress")
 METHOD = ("seeds as the top resampling unit: each seed reduced to the mean of its own independent "
@@ -419,14 +419,16 @@ def replication_markdown(pooled: dict, *, title: str | None = None, floor: float
              f"Pooled CIs: {pct}% {pooled.get('method', METHOD)}; at least {MIN_SEEDS} seeds. A claim is "
              f"**replicated** when the pooled verdict is \"supported\" and the seeds agree: "
              f"{pooled.get('agreement', AGREEMENT)}.", "",
-             "| claim | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled | replicated |",
-             "| --- | " + " | ".join("---" for _ in seeds) + " | --- | --- |"]
+             "| claim | " + " | ".join(f"seed {s}" for s in req) + " | pooled | replicated |",
+             "| --- | " + " | ".join("---" for _ in req) + " | --- | --- |"]
+    short = {NOT_TESTABLE: "not testable"}
     for c in pooled["claims"].values():
         p = c["pooled"]
         used = f" ({len(p['seeds_used'])} of {len(req)} seeds)" if "seeds_used" in p else ""
         rep = "yes" if c["replicated"] else ("not testable" if p["verdict"] == NOT_TESTABLE else "no")
-        lines.append(f"| {c['name']} | " + " | ".join(c["per_seed"][s] for s in seeds)
-                     + f" | {p['verdict']}{used} | {rep} |")
+        cells = [short.get(c["per_seed"][s], c["per_seed"][s]) if s in c["per_seed"] else "failed" for s in req]
+        lines.append(f"| {c['name']} | " + " | ".join(cells)
+                     + f" | {short.get(p['verdict'], p['verdict'])}{used} | {rep} |")
     lines += [""]
     if links:
         lines += ["Each seed's own findings (cells, CIs, plateau): "

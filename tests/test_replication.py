@@ -194,7 +194,9 @@ def test_two_seeds_and_a_failed_one_name_it_and_pool_nothing(seed_runs, tmp_path
     text = (out / "findings.md").read_text()
     assert "failed: seed 2 (training exited with code 1)" in text
     assert "use the 2 analysed seed(s) of 3 (N-1)" in text
-    assert "| claim | seed 0 | seed 1 | pooled | replicated |" in text
+    assert "| claim | seed 0 | seed 1 | seed 2 | pooled | replicated |" in text
+    assert "| F1: early layers change less than late layers | " in text and " | failed | not testable (2 of 3 seeds) | " \
+        "not testable |" in text
     assert "(2 of 3 seeds)" in text and "a t interval over seeds needs 3" in text
 
 
