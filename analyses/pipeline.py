@@ -27,16 +27,21 @@ from repscope.analyses.mds import MDS_MODES, mds_embedding
 from repscope.analyses.measures import get_measure
 from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
                             plot_rdm_of_rdms, plot_training_change)
+from .plots import plot_seed_spread
+from .replication import check_same_layout, pool_findings, replication_markdown, seed_spread
+from ..probes import ProbeError, open_run
 from repscope.analyses.rdms import RDM_METHODS
-from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf
+from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf, save_text
 from repscope.analyses.plateau import gap_pairs
 from repscope.analyses.task_units import CI_UNITS
 from repscope.analyses.uncertainty import BANDS, check_n_boot
 
-__all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "redraw", "summarize",
+__all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "analyse_seeds", "redraw", "summarize",
            "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
 
 FIGURES = ("1a", "1b", "2", "3", "4", "5", "6")
+#: Figures over several seeds (:func:`analyse_seeds`): 1a and 1b, one line per seed.
+SEED_FIGURES = ("1a_seeds", "1b_seeds")
 
 
 @dataclass
@@ -398,7 +403,9 @@ def draw(res: xr.Dataset):
         return plot_rdm_of_rdms(res["rdm_of_rdms"], res["mds"], title=f"Fig. {fig}")
     if fig == "4":
         return plot_accuracy(res)
-    raise AnalysisError(f"Unknown figure {fig!r}. Expected one of ['1a', '1b', '2', '3', '4', '5', '6']")
+    if fig in SEED_FIGURES:
+        return plot_seed_spread(res)
+    raise AnalysisError(f"Unknown figure {fig!r}. Expected one of {[*FIGURES, *SEED_FIGURES]}")
 
 
 def redraw(folder: Path, formats: tuple = ("png", "pdf")) -> list[Path]:
@@ -428,10 +435,157 @@ def summarize(maml: dict[str, dict], supervised: xr.Dataset | None, cfg: Analysi
             parts.append(f"# Findings: supervised control, {m}\n\nF1 (descriptive, one network): "
                          f"conv layers {', '.join(s['conv'])} ordered by depth at {s['holds']} after step 0.\n")
     for name, res in maml.items():
-        for m in cfg.measures:
-            sup = supervised[m] if supervised is not None and m in supervised else None
-            result = assess(records[name], m, cfg.options(m), meta_gap=cfg.meta_gap, ci_unit=cfg.ci_unit,
-                            inner=res["inner"][m] if m in res["inner"] else None, supervised=sup)
+        for m, result in _assess_run(records[name], res, supervised, cfg).items():
             parts.append(findings_markdown(result, title=f"Findings: {name}, {m}"))
     return "\n".join(parts)
+
+
+def _assess_run(ds: xr.Dataset, res: dict, supervised: xr.Dataset | None, cfg: AnalysisConfig) -> dict:
+    """:func:`repscope.analyses.findings.assess` of one analysed run, per measure of ``cfg``."""
+    out = {}
+    for m in cfg.measures:
+        sup = supervised[m] if supervised is not None and m in supervised else None
+        out[m] = assess(ds, m, cfg.options(m), meta_gap=cfg.meta_gap, ci_unit=cfg.ci_unit,
+                        inner=res["inner"][m] if m in res["inner"] else None, supervised=sup)
+    return out
+
+
+def _seed_record(what: str, record) -> xr.Dataset:
+    """The record of ``what`` ("seed 3", "the supervised control"): a Dataset as given, a folder read."""
+    if isinstance(record, xr.Dataset):
+        return record
+    if not isinstance(record, (str, Path)):
+        raise AnalysisError(f"The record of {what} is a {type(record).__name__}; expected a run folder, its "
+                            "activations/ folder, or an xarray.Dataset")
+    folder = Path(record)
+    folder = folder / "activations" if (folder / "activations").is_dir() else folder
+    try:
+        return open_run(folder)
+    except ProbeError as err:
+        raise AnalysisError(f"Cannot read the activation record of {what} ({record}): {err}") from None
+
+
+def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict | None = None,
+                  mnist=None) -> dict:
+    """One configuration trained with several seeds: each seed's results, verdicts pooled over seeds.
+
+    Every seed's record is analysed as :func:`analyse_maml` and
+    :func:`repscope.analyses.findings.assess` analyse one run (its figures and its own
+    ``findings.md`` in ``out/seed_<seed>/``); the verdicts are then pooled with the seeds
+    as the top resampling unit and judged for replication
+    (:func:`repscope.analyses.replication.pool_findings`). ``out/findings.md`` holds,
+    per measure, the per-seed table with the pooled verdict and replication beside it;
+    ``out/fig1a_seeds`` and ``out/fig1b_seeds`` (netCDF and drawings) show each seed's
+    curve and their mean.
+
+    Parameters
+    ----------
+    records : dict of {int: path or xarray.Dataset}
+        Seed -> its meta-learning run folder (or its ``activations/`` folder, read into
+        memory) or its opened record. One configuration: the records may differ only
+        in the seed and what it draws
+        (:func:`repscope.analyses.replication.check_same_layout`).
+    cfg : AnalysisConfig
+    out : path
+        Output folder.
+    failed : dict of {int: str}, optional
+        Seeds whose training or recording failed, with what failed (e.g. "training
+        exited with code 1"). Named in ``findings.md``; the pooled verdicts say they use
+        the remaining seeds. A seed whose record holds non-finite cells (a diverged
+        run) joins them, with :func:`check_record`'s message.
+    mnist : path or xarray.Dataset, optional
+        The supervised control's record: figure 2 in ``out/<name>/`` (``out/mnist/`` for
+        a Dataset) and F1's supervised line in every seed's findings.
+
+    Returns
+    -------
+    dict
+        ``seeds`` ({seed: {"inner", "meta", "files", "findings": {measure: assess
+        result}}}), ``failed`` ({seed: reason}), ``pooled`` ({measure: pool_findings
+        result}), ``supervised`` (figure 2's values or None), ``findings`` (the path of
+        ``findings.md``) and ``files``.
+
+    Raises
+    ------
+    AnalysisError
+        Before anything is written: a seed that is not a whole number or is given both
+        as a record and as failed, no seeds, records of different configurations, an
+        unreadable record.
+
+    Examples
+    --------
+    Three seeds of a tiny made-up record (one conv layer and the head, random values)
+    and a fourth whose training failed:
+
+    >>> import tempfile
+    >>> def record(seed):
+    ...     x = np.random.default_rng(seed).normal(size=(2, 4, 2, 5, 6))  # checkpoint, task, step, stimulus, unit
+    ...     return xr.Dataset({n: (("checkpoint", "task", "inner_step", "stimulus", f"unit_{n}"), x, {"role": "layer"})
+    ...                        for n in ("conv1", "head")},
+    ...                       coords={"checkpoint": [0, 10], "task": range(4), "inner_step": [0, 1]},
+    ...                       attrs={"layers": '["conv1", "head"]',
+    ...                              "config": json.dumps({"kind": "maml", "run": {"seed": seed}})})
+    >>> res = analyse_seeds({s: record(s) for s in (0, 1, 2)}, AnalysisConfig(measures=("rsa",), formats=("png",)),
+    ...                     Path(tempfile.mkdtemp()), failed={3: "training exited with code 1"})
+    >>> sorted(res["seeds"]), res["failed"]
+    ([0, 1, 2], {3: 'training exited with code 1'})
+    >>> res["pooled"]["rsa"]["claims"]["f2"]["status"]
+    'not testable over seeds (0 of 4 requested seeds could answer; seed 3 failed)'
+    >>> print(res["findings"].read_text().splitlines()[2])
+    # Findings over seeds: rsa
+    """
+    failed = dict(failed or {})
+    for s in [*records, *failed]:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise AnalysisError(f"seed {s!r} is not allowed; expected a whole number >= 0")
+    both = sorted(set(records) & set(failed))
+    if both:
+        raise AnalysisError(f"seeds {both} are given both as records and as failed; give each seed once")
+    if not records:
+        raise AnalysisError("No seed records to analyse" + (f"; every seed failed: {failed}" if failed else ""))
+    requested = sorted({int(s) for s in [*records, *failed]})
+    failed = {int(s): str(r) for s, r in failed.items()}
+    opened = {int(s): _seed_record(f"seed {s}", r) for s, r in sorted(records.items())}
+    check_same_layout(opened)
+    for s, ds in list(opened.items()):
+        if is_supervised(ds):
+            raise AnalysisError(f"records[{s}] is the supervised control; pass it as mnist=")
+        try:
+            check_record(ds)
+        except AnalysisError as err:
+            failed[s] = f"its record is unusable: {err}"
+            del opened[s]
+    if not opened:
+        raise AnalysisError(f"No usable seed record; every seed failed: {failed}")
+    mnist_ds = _seed_record("the supervised control (mnist)", mnist) if mnist is not None else None
+
+    out = Path(out)
+    files, supervised = [], None
+    if mnist_ds is not None:
+        name = Path(mnist).name if not isinstance(mnist, xr.Dataset) else "mnist"
+        sup = analyse_supervised(mnist_ds, cfg, out / name, str(mnist) if not isinstance(mnist, xr.Dataset) else "")
+        supervised, files = sup["supervised"], files + sup["files"]
+    seeds = {}
+    for s, ds in opened.items():
+        source = str(records[s]) if not isinstance(records[s], xr.Dataset) else f"seed {s}"
+        res = analyse_maml(ds, cfg, out / f"seed_{s}", source)
+        res["findings"] = _assess_run(ds, res, supervised, cfg)
+        text = "\n".join(findings_markdown(r, title=f"Findings: seed {s}, {m}") for m, r in res["findings"].items())
+        res["files"].append(save_text(text, out / f"seed_{s}" / "findings.md"))
+        files += res["files"]
+        seeds[s] = res
+    pooled = {m: pool_findings({s: r["findings"][m] for s, r in seeds.items()}, failed=failed,
+                               requested=requested) for m in cfg.measures}
+    for key, fig in (("inner", "1a_seeds"), ("meta", "1b_seeds")):
+        per = {s: r[key] for s, r in seeds.items() if key in r}
+        if per:
+            first = next(iter(opened.values()))
+            files += _save_figure(seed_spread(per), fig, first, cfg, out, ", ".join(str(records[s]) for s in per))
+    links = {s: f"seed_{s}/findings.md" for s in seeds}
+    text = "\n".join([f"Analysis settings: `{cfg.to_json()}`\n"]
+                     + [replication_markdown(p, title=f"Findings over seeds: {m}", links=links)
+                        for m, p in pooled.items()])
+    path = save_text(text, out / "findings.md")
+    return {"seeds": seeds, "failed": failed, "pooled": pooled, "supervised": supervised,
+            "findings": path, "files": files + [path]}
 

@@ -16,7 +16,7 @@ from repscope.analyses.errors import AnalysisError
 from repscope.analyses.uncertainty import BANDS, mean_band
 
 __all__ = ["step_axis", "plot_inner_loop_change", "plot_meta_change", "plot_training_change",
-           "plot_rdm_of_rdms", "plot_accuracy"]
+           "plot_rdm_of_rdms", "plot_accuracy", "plot_seed_spread"]
 
 _LABEL = {"rsa": "RSA dissimilarity (1 - Spearman)", "cka_linear": "linear CKA",
           "cka_rbf": "RBF CKA", "cka_linear_debiased": "debiased linear CKA",
@@ -313,3 +313,51 @@ def plot_accuracy(acc: xr.Dataset) -> Figure:
     fig.suptitle("Fig. 4: accuracy over meta-training")
     return fig
 
+
+
+def plot_seed_spread(res: xr.Dataset, inner_step: int | None = None) -> Figure:
+    """Figure 1a or 1b over several seeds: each seed's mean over tasks (thin lines) and
+    the mean over seeds (thick), one colour per layer.
+
+    Parameters
+    ----------
+    res : xarray.Dataset
+        From :func:`repscope.analyses.replication.seed_spread`: dims (seed, layer,
+        checkpoint[, inner_step]), attr ``figure`` "1a_seeds" or "1b_seeds".
+    inner_step : int, optional
+        The "after" step when ``res`` holds several (default: the last).
+
+    Examples
+    --------
+    >>> r = xr.Dataset({"rsa": (("seed", "layer", "checkpoint"), np.random.default_rng(0).random((3, 2, 4)))},
+    ...                coords={"seed": [0, 1, 2], "layer": ["a", "b"], "checkpoint": [0, 1, 2, 3]},
+    ...                attrs={"figure": "1a_seeds"})
+    >>> print(plot_seed_spread(r)._suptitle.get_text())
+    Fig. 1a over 3 seeds (0, 1, 2)
+    thin: each seed's mean over tasks; thick: mean over seeds
+    """
+    if "seed" not in res.dims:
+        raise AnalysisError(f"plot_seed_spread needs a 'seed' dim; got dims {tuple(res.dims)}")
+    if "inner_step" in res.dims:
+        inner_step = int(res["inner_step"].values[-1]) if inner_step is None else inner_step
+        res = res.sel(inner_step=inner_step)
+    names = _measures(res)
+    fig = Figure(figsize=(5 * len(names), 4), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    seeds = [int(s) for s in res["seed"].values]
+    for ax, name in zip(axes, names):
+        da = res[name]
+        for layer in da["layer"].values:
+            d = da.sel(layer=layer)
+            xs = d["checkpoint"].values
+            line, = ax.plot(xs, d.mean("seed"), marker=".", lw=2, label=str(layer))
+            for s in seeds:
+                ax.plot(xs, d.sel(seed=s), lw=0.8, alpha=0.45, color=line.get_color())
+        ax.set_xlabel("checkpoint")
+        ax.set_ylabel(_LABEL.get(name, name))
+        ax.grid(alpha=0.3)
+    axes[-1].legend(title="layer", fontsize="small")
+    which = str(res.attrs.get("figure", "")).replace("_seeds", "") or "?"
+    fig.suptitle(f"Fig. {which} over {len(seeds)} seeds ({', '.join(map(str, seeds))})\nthin: each seed's "
+                 "mean over tasks; thick: mean over seeds")
+    return fig

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"probes": "repscope.probes", "training": "repscope.training", "analyses": "repscope.analyses",
            "repscope": "repscope"}
 COMPUTE = ("dims", "lazy", "cka", "rdms", "measures", "uncertainty", "mds", "figure_data", "findings", "cca",
-           "procrustes", "measure_checks")
+           "procrustes", "measure_checks", "replication")
 
 
 def _module_name(path: Path) -> str:
@@ -267,7 +267,7 @@ FLOORS = {
         ("cka", "rdms", "cca", "procrustes"),
         ("measures",),
         ("figure_data", "uncertainty", "mds", "plateau", "task_units", "measure_checks"),
-        ("findings", "plots", "measure_check_plots"),
+        ("findings", "plots", "measure_check_plots", "replication"),
         ("saving",),
         ("pipeline", "sanity"),
         ("layer_similarity",),
