@@ -6,9 +6,12 @@ A record opened with ``repscope.probes.open_run(folder, chunks={})`` holds dask 
 dask-backed layer :func:`features_by_chunk` does that chunk by chunk, as one dask task
 per chunk, and only the features are gathered. The rest of every analysis works on
 features, so the whole analysis reads each chunk when it needs it and never holds the
-record. The tasks run on dask's current scheduler: threads of this process by default,
-or a ``dask.distributed`` cluster when a ``distributed.Client`` is active (the
-workers then read the files).
+record. The tasks run on the scheduler set in dask's configuration, which is a
+``dask.distributed`` cluster when a ``distributed.Client`` is active (the workers, one
+process each, then read the files); with none set they run in this thread, one chunk
+after another, never in dask's default thread pool: netCDF4 and HDF5 are not
+thread-safe, and reading netCDF files from several threads can crash the process.
+For parallel work start a cluster (``--workers N``).
 
 The features of a chunk are the ones the in-memory path computes for the same
 representations (each representation is reduced on its own), so the numbers are
@@ -93,16 +96,32 @@ def features_by_chunk(fn: Callable, da: xr.DataArray, whole: tuple[str, ...], **
     others = [d for d in da.dims if d not in whole]
     split = [d for d in others if len(da.chunksizes[d]) > 1]
     blocks, shape = _blocks(da, split)
-    parts, step = [], _in_flight()
+    where = _scheduler()
+    parts, step = [], 1 if where == "synchronous" else _in_flight()
     for i in range(0, len(blocks), step):  # a few blocks at a time: bounded memory
         tasks = [dask.delayed(fn)(da.isel(sel), **kwargs) for sel in blocks[i:i + step]]
-        parts += list(dask.compute(*tasks))
+        parts += list(dask.compute(*tasks, scheduler=where))
     if not split:
         return parts[0]
     nested = np.empty(len(parts), dtype=object)
     nested[:] = parts
     nested = nested.reshape(shape).tolist()
     return xr.combine_nested(nested, concat_dim=split, combine_attrs="override")
+
+
+def _scheduler():
+    """Where the blocks run: the scheduler set in dask's configuration (a
+    ``distributed.Client`` sets its cluster), else this thread, one block after another.
+
+    Not dask's default thread pool: netCDF4 and HDF5 are not thread-safe, and reading
+    netCDF files from several threads at once can crash the process (a known problem of
+    netCDF4 with xarray and dask threads); one torch thread per process is also the
+    fastest for these measures.
+    A cluster's workers are processes, each reading its own files.
+    """
+    import dask
+
+    return None if dask.config.get("scheduler", None) is not None else "synchronous"
 
 
 def _in_flight() -> int:

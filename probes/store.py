@@ -400,8 +400,8 @@ def _read(path: Path, chunks: Optional[dict] = None) -> tuple[xr.Dataset, bool]:
         if chunks is None:
             with xr.open_dataset(path, engine="netcdf4") as handle:
                 ds = handle.load()
-        else:  # lazily, dask-backed: one chunk per file unless ``chunks`` splits a dim
-            ds = xr.open_dataset(path, engine="netcdf4")
+        else:  # lazily: read once here for the checks (not kept), dask-backed below
+            ds = xr.open_dataset(path, engine="netcdf4", cache=False)
     except (OSError, ValueError, RuntimeError) as err:
         raise ProbeError(f"Could not read activation file {path} ({err}): it is truncated "
                          f"or not a netCDF file. {_FIX}") from err
@@ -410,7 +410,6 @@ def _read(path: Path, chunks: Optional[dict] = None) -> tuple[xr.Dataset, bool]:
         if unknown:
             raise ProbeError(f"chunks names dims {unknown} that {path} does not have. Expected "
                              f"some of {sorted(map(str, ds.dims))}")
-        ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
     stored, version = _stored_hash(ds, path)
     cells = {}
 
@@ -422,6 +421,11 @@ def _read(path: Path, chunks: Optional[dict] = None) -> tuple[xr.Dataset, bool]:
         raise ProbeError(f"Activation file {path} is corrupt: its content does not match the "
                          f"SHA-256 recorded when it was written ({stored[:16]}...), so "
                          f"some bytes changed on disk. {_FIX}")
+    if chunks is not None:  # layers: one chunk per file unless ``chunks`` splits a dim
+        for name, var in ds.variables.items():
+            if var.attrs.get("role") != "layer":
+                var.load()  # metrics and coordinates are small: read here, in this thread
+        ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
     for name, var in list(ds.data_vars.items()):
         if var.attrs.get(_DTYPE_ATTR) == "float16":
             attrs = {k: v for k, v in var.attrs.items() if k != _DTYPE_ATTR}
