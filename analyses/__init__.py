@@ -26,12 +26,12 @@ Examples
 >>> round(float(compare(x, 2 * x, "cka_linear")), 6), round(float(compare(x, 2 * x, "rsa")), 6)
 (1.0, 0.0)
 """
-from repscope.analyses.cka import cka, cka_matrix, hsic
-from repscope.analyses.errors import AnalysisError
-from repscope.analyses.measures import MEASURES, compare, compare_all, get_measure
-from repscope.analyses.pipeline import AnalysisConfig, analyse_maml, analyse_supervised, redraw
-from repscope.analyses.rdms import from_rsatoolbox, rdm_dissimilarity, rdms, to_rsatoolbox
-from repscope.analyses.uncertainty import bootstrap_ci, mean_band
+from .cka import cka, cka_matrix, hsic
+from .errors import AnalysisError
+from .measures import MEASURES, compare, compare_all, get_measure
+from .pipeline import AnalysisConfig, analyse_maml, analyse_supervised, redraw
+from .rdms import from_rsatoolbox, rdm_dissimilarity, rdms, to_rsatoolbox
+from .uncertainty import bootstrap_ci, mean_band
 
 __all__ = [
     "AnalysisError",

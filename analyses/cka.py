@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repscope.analyses.dims import check_finite, require_stimuli
-from repscope.analyses.errors import AnalysisError
+from .dims import check_finite, require_stimuli
+from .errors import AnalysisError
 
 __all__ = ["KERNELS", "BANDWIDTHS", "MIN_STIMULI", "cka", "cka_features", "cka_matrix",
            "feature_cosine", "hsic", "gram"]

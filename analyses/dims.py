@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from repscope.analyses.errors import AnalysisError
+from .errors import AnalysisError
 
 __all__ = ["STIMULUS", "UNIT_PREFIX", "PAIR", "unit_dim", "other_dims", "require_stimuli",
            "check_finite", "to_cells", "stimulus_labels", "pair_labels", "pair_coords", "stimuli_of_pairs",

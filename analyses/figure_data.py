@@ -13,8 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from repscope.analyses.errors import AnalysisError
-from repscope.analyses.measures import compare, compare_all, get_measure
+from .errors import AnalysisError
+from .measures import compare, compare_all, get_measure
 
 __all__ = ["layer_names", "inner_loop_change", "meta_change", "identical_over", "training_change",
            "rdm_of_rdms", "default_selection", "accuracy_curves"]

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from repscope.analyses.errors import AnalysisError
+from .errors import AnalysisError
 
 __all__ = ["is_lazy", "features_by_chunk", "parse_bytes", "memory_budget"]
 

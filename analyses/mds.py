@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 from sklearn.manifold import MDS
 
-from repscope.analyses.errors import AnalysisError
+from .errors import AnalysisError
 
 __all__ = ["MDS_MODES", "mds_embedding"]
 

@@ -48,18 +48,18 @@ import numpy as np
 import torch
 import xarray as xr
 
-from repscope.analyses.cka import MIN_STIMULI as CKA_MIN_STIMULI
+from .cka import MIN_STIMULI as CKA_MIN_STIMULI
 from .cca import MIN_STIMULI as CCA_MIN_STIMULI
 from .cca import cca_features, feature_width, pairs_matrix, pwcca_pairs, svcca_pairs
 from .procrustes import MIN_STIMULI as PROCRUSTES_MIN_STIMULI
 from .procrustes import procrustes_features, procrustes_pairs
-from repscope.analyses.cka import cka_features, feature_cosine
-from repscope.analyses.dims import (PAIR, STIMULUS, align_stimuli, condition_matrix, map_cells, other_dims,
-                                    paired, require_stimuli, unit_dim)
-from repscope.analyses.errors import AnalysisError
-from repscope.analyses.lazy import features_by_chunk, is_lazy
-from repscope.analyses.rdms import MIN_STIMULI as RSA_MIN_STIMULI
-from repscope.analyses.rdms import rdms, spearman_dissimilarity, spearman_matrix
+from .cka import cka_features, feature_cosine
+from .dims import (PAIR, STIMULUS, align_stimuli, condition_matrix, map_cells, other_dims,
+                   paired, require_stimuli, unit_dim)
+from .errors import AnalysisError
+from .lazy import features_by_chunk, is_lazy
+from .rdms import MIN_STIMULI as RSA_MIN_STIMULI
+from .rdms import rdms, spearman_dissimilarity, spearman_matrix
 
 __all__ = ["MEASURES", "Measure", "get_measure", "features", "compare", "compare_all"]
 

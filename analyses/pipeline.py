@@ -18,23 +18,23 @@ import xarray as xr
 from matplotlib.backend_bases import FigureCanvasBase
 from tqdm.auto import tqdm
 
-from repscope.analyses import figure_data as fd
-from repscope.analyses.dims import STIMULUS, to_cells, unit_dim
-from repscope.analyses.errors import AnalysisError
-from repscope.analyses.lazy import features_by_chunk, is_lazy
-from repscope.analyses.findings import assess, findings_markdown, supervised_depth_order
-from repscope.analyses.mds import MDS_MODES, mds_embedding
-from repscope.analyses.measures import get_measure
-from repscope.analyses.plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
-                            plot_rdm_of_rdms, plot_training_change)
+from . import figure_data as fd
+from .dims import STIMULUS, to_cells, unit_dim
+from .errors import AnalysisError
+from .lazy import features_by_chunk, is_lazy
+from .findings import assess, findings_markdown, supervised_depth_order
+from .mds import MDS_MODES, mds_embedding
+from .measures import get_measure
+from .plots import (plot_accuracy, plot_inner_loop_change, plot_meta_change,
+           plot_rdm_of_rdms, plot_training_change)
 from .plots import plot_seed_spread
 from .replication import check_same_layout, pool_findings, replication_markdown, seed_spread
 from ..probes import ProbeError, open_run
-from repscope.analyses.rdms import RDM_METHODS
-from repscope.analyses.saving import load_netcdf, save_figure, save_netcdf, save_text
-from repscope.analyses.plateau import gap_pairs
-from repscope.analyses.task_units import CI_UNITS
-from repscope.analyses.uncertainty import BANDS, check_n_boot
+from .rdms import RDM_METHODS
+from .saving import load_netcdf, save_figure, save_netcdf, save_text
+from .plateau import gap_pairs
+from .task_units import CI_UNITS
+from .uncertainty import BANDS, check_n_boot
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "analyse_seeds", "redraw", "summarize",
            "check_record", "record_kind", "is_supervised", "is_miniimagenet"]

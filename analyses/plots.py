@@ -12,8 +12,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from repscope.analyses.errors import AnalysisError
-from repscope.analyses.uncertainty import BANDS, mean_band
+from .errors import AnalysisError
+from .uncertainty import BANDS, mean_band
 
 __all__ = ["step_axis", "plot_inner_loop_change", "plot_meta_change", "plot_training_change",
            "plot_rdm_of_rdms", "plot_accuracy", "plot_seed_spread"]

@@ -35,10 +35,10 @@ from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import RDMs, calc_rdm
 from rsatoolbox.rdm import compare as _rsa_compare
 
-from repscope.analyses.dims import (PAIR, STIMULUS, align_pairs, condition_matrix, map_cells, pair_coords,
-                                    pair_labels, paired, require_stimuli, stimuli_of_pairs, stimulus_labels,
-                                    unit_dim)
-from repscope.analyses.errors import AnalysisError
+from .dims import (PAIR, STIMULUS, align_pairs, condition_matrix, map_cells, pair_coords,
+                   pair_labels, paired, require_stimuli, stimuli_of_pairs, stimulus_labels,
+                   unit_dim)
+from .errors import AnalysisError
 
 __all__ = ["RDM_METHODS", "rdms", "to_rsatoolbox", "from_rsatoolbox", "rdm_dissimilarity",
            "rdm_matrix", "spearman_dissimilarity", "spearman_matrix"]

@@ -17,7 +17,7 @@ import json
 
 import xarray as xr
 
-from repscope.analyses.errors import AnalysisError
+from .errors import AnalysisError
 
 __all__ = ["task_classes", "independent_tasks", "CI_UNITS"]
 

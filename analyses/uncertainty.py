@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from repscope.analyses.errors import AnalysisError
+from .errors import AnalysisError
 
 __all__ = ["mean_band", "bootstrap_ci", "check_n_boot", "BANDS", "t_interval", "difference_interval",
            "fieller_interval", "unit_values"]

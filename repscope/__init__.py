@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 from typing import NamedTuple
 
-from repscope.probes import Probe, open_run, write_checkpoint
+from .probes import Probe, open_run, write_checkpoint
 
 class Command(NamedTuple):
     """A command line: ``module``, whose ``main(argv)`` runs it, and ``summary``, one line

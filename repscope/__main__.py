@@ -11,7 +11,7 @@ import importlib
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from repscope import COMMANDS
+from . import COMMANDS
 
 USAGE = "usage: repscope [-h] [--version] COMMAND [OPTION ...]"
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
+from ..probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
 from ..probes.files import clean_stale_temporaries, run_lock
 from ..probes.store import activation_file_path, verify_checkpoint
 from .checkpoint import load_meta_parameters, load_run

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from repscope.probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
-from repscope.probes.store import verify_checkpoint
+from ..probes import Probe, ProbeError, existing_checkpoints, write_checkpoint
+from ..probes.store import verify_checkpoint
 
 from ..probes.files import atomic_write_text, clean_stale_temporaries, remove_own, run_lock
 from .data.mnist import load_mnist, mnist_offline_split

@@ -4,14 +4,14 @@ Data are read from ``root=`` / ``$REPSCOPE_DATA`` (a folder with the subfolders
 ``omniglot/`` and ``mnist/``) or downloaded into ``cache_dir() / "data"`` with checksums; every
 failure raises :class:`~repscope.training.errors.DataError`.
 """
-from repscope.training.data.episodes import Episode, EpisodeSampler
-from repscope.training.data.fetch import download, safe_extract, verify
-from repscope.training.data.lake import LakeRun, load_lake_runs
-from repscope.training.data.miniimagenet import load_miniimagenet
-from repscope.training.data.mnist import OfflineDataWarning, load_mnist, mnist_offline_split
-from repscope.training.data.omniglot import OmniglotCharacters, load_omniglot
-from repscope.training.data.paths import cache_dir, data_root
-from repscope.training.data.splits import split_characters
+from .episodes import Episode, EpisodeSampler
+from .fetch import download, safe_extract, verify
+from .lake import LakeRun, load_lake_runs
+from .miniimagenet import load_miniimagenet
+from .mnist import OfflineDataWarning, load_mnist, mnist_offline_split
+from .omniglot import OmniglotCharacters, load_omniglot
+from .paths import cache_dir, data_root
+from .splits import split_characters
 
 __all__ = [
     "data_root", "cache_dir",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from repscope.training.errors import DataError
+from ..errors import DataError
 
 __all__ = ["Episode", "EpisodeSampler"]
 

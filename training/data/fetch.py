@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from repscope.training.errors import DataError
+from ..errors import DataError
 
 __all__ = ["download", "verify", "safe_extract", "file_digest", "open_zip",
            "check_zip"]

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from repscope.training.data.fetch import check_zip, member_problem, open_zip
-from repscope.training.data.preprocess import RESAMPLE_MODES, decode_png, preprocess_omniglot
-from repscope.training.data.sources import OMNIGLOT_FILES, locate
-from repscope.training.errors import DataError
+from .fetch import check_zip, member_problem, open_zip
+from .preprocess import RESAMPLE_MODES, decode_png, preprocess_omniglot
+from .sources import OMNIGLOT_FILES, locate
+from ..errors import DataError
 
 __all__ = ["LakeRun", "load_lake_runs"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from repscope.training.data.paths import data_root
-from repscope.training.errors import DataError
+from .paths import data_root
+from ..errors import DataError
 
 __all__ = ["load_miniimagenet", "find_miniimagenet", "MINIIMAGENET_SPLITS"]
 

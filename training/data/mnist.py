@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from repscope.training.data.sources import MNIST_FILES, locate
-from repscope.training.errors import DataError
+from .sources import MNIST_FILES, locate
+from ..errors import DataError
 
 __all__ = ["read_idx", "load_mnist", "mnist_offline_split", "OfflineDataWarning",
            "MNIST_SPLITS", "MNIST_SIZES"]

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ...probes.files import atomic_path
-from repscope.training.data.fetch import check_zip, file_digest, member_problem, open_zip
-from repscope.training.data.paths import cache_dir
-from repscope.training.data.preprocess import decode_png, preprocess_omniglot, RESAMPLE_MODES
-from repscope.training.data.sources import OMNIGLOT_FILES, locate
-from repscope.training.errors import DataError
+from .fetch import check_zip, file_digest, member_problem, open_zip
+from .paths import cache_dir
+from .preprocess import decode_png, preprocess_omniglot, RESAMPLE_MODES
+from .sources import OMNIGLOT_FILES, locate
+from ..errors import DataError
 
 __all__ = ["OmniglotCharacters", "load_omniglot", "read_archive", "ARCHIVES",
            "BACKGROUND_ARCHIVES", "EVALUATION_ARCHIVES", "ARCHIVE_SETS"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from repscope.training.errors import DataError
+from ..errors import DataError
 
 __all__ = ["data_root", "cache_dir", "download_dir"]
 

@@ -21,7 +21,7 @@ import struct
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from repscope.training.errors import DataError
+from ..errors import DataError
 
 __all__ = ["RESAMPLE_MODES", "preprocess_omniglot", "decode_png"]
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from repscope.training.data.fetch import download, verify
-from repscope.training.data.paths import data_root, download_dir
-from repscope.training.errors import DataError
+from .fetch import download, verify
+from .paths import data_root, download_dir
+from ..errors import DataError
 
 __all__ = ["Known", "OMNIGLOT_FILES", "MNIST_FILES", "OMNIGLOT_URL", "MNIST_URL",
            "DOWNLOAD_ENV", "base_url", "locate"]

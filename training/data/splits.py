@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from repscope.training.errors import DataError
+from ..errors import DataError
 
 __all__ = ["split_characters", "SPLIT_BY"]
 
@@ -66,7 +66,7 @@ def split_characters(chars, n_train: int, n_val: int, n_test: int | None = None,
         if not hasattr(chars, "sources"):
             raise DataError("background_only=True needs OmniglotCharacters (with sources "
                             f"per character); got {type(chars).__name__}.")
-        from repscope.training.data.omniglot import BACKGROUND_ARCHIVES
+        from .omniglot import BACKGROUND_ARCHIVES
         eligible = np.array([i for i, s in enumerate(chars.sources)
                              if set(s.split("+")) <= set(BACKGROUND_ARCHIVES)], np.int64)
     units, members = _units(keys, by)
