@@ -34,7 +34,7 @@ from .rdms import RDM_METHODS
 from .saving import load_netcdf, save_figure, save_netcdf, save_text
 from .plateau import gap_pairs
 from .task_units import CI_UNITS
-from .uncertainty import BANDS, check_n_boot
+from .uncertainty import BANDS
 
 __all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "analyse_seeds", "redraw", "summarize",
            "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
@@ -84,8 +84,9 @@ class AnalysisConfig:
         disjoint characters) or "task" (every task, as if independent).
     fig3_checkpoints, fig3_tasks : int
         Sizes of the figure 3 selection; inner steps ``fig3_inner_steps``.
-    n_boot, seed : int
-        Bootstrap resamples and seed of the findings' CIs.
+    seed : int
+        Seed of the MDS embedding (the findings' CIs are Student-t intervals: no
+        resampling, no seed).
     device : str or None
         Torch device for CKA ("cuda" on a GPU machine).
     formats : tuple of str
@@ -97,10 +98,10 @@ class AnalysisConfig:
 
     Examples
     --------
-    >>> AnalysisConfig(n_boot=0)
+    >>> AnalysisConfig(meta_gap=0)
     Traceback (most recent call last):
     ...
-    repscope.analyses.errors.AnalysisError: n_boot (--n-boot) = 0: a 95% percentile bootstrap CI needs a whole number of at least 40 resamples ...
+    repscope.analyses.errors.AnalysisError: meta_gap (--meta-gap) = 0 is not allowed; expected a whole number >= 1
     """
 
     measures: tuple = ("rsa", "cka_linear")
@@ -116,7 +117,6 @@ class AnalysisConfig:
     fig3_checkpoints: int = 5
     fig3_tasks: int = 4
     fig3_inner_steps: tuple = (0, 1, 5, 10)
-    n_boot: int = 2000
     seed: int = 0
     device: str | None = None
     formats: tuple = ("png", "pdf")
@@ -146,10 +146,6 @@ class AnalysisConfig:
             _refuse("fig3_inner_steps", self.fig3_inner_steps, "one or more whole numbers >= 0")
         if not _whole(self.seed, 0):
             _refuse("seed", self.seed, "a whole number >= 0")
-        try:
-            check_n_boot(self.n_boot)
-        except AnalysisError as err:
-            raise AnalysisError(f"{_option('n_boot')} = {self.n_boot!r}: {err}") from None
         known = FigureCanvasBase.get_supported_filetypes()
         if not self.formats or any(f not in known for f in self.formats):
             _refuse("formats", ",".join(map(str, self.formats)), f"one or more of {sorted(known)}")
@@ -224,7 +220,7 @@ def record_kind(ds: xr.Dataset) -> str:
     return kind
 
 
-_CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "n_boot", "seed", "device",
+_CLI_FIELDS = {"measures", "primary", "rdm_method", "mds_mode", "meta_gap", "seed", "device",
                "formats", "figure_measures", "figure_rdm_method", "fig1b_gap", "band", "ci_unit"}  # the fields python analyses/layer_similarity.py sets from its options
 
 

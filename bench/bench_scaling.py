@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--small-checkpoints", type=int, default=4)
     p.add_argument("--paper-checkpoints", type=int, default=60)
     args = p.parse_args(argv)
-    common = ["--n-boot", "2000", "--formats", "png,pdf"]
+    common = ["--formats", "png,pdf"]
     rows = []
     small = _build(args.root, "small", args.small_checkpoints, args.data)
     size = sum(f.stat().st_size for f in (small / "activations").glob("*.nc"))

@@ -13,7 +13,7 @@ end-to-end path on a fresh machine:
    ``summary.json`` exist);
 4. the analysis: figures 1a, 1b, 3, 4, 5 of the MAML run and figure 2 of the MNIST
    control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
-   ``results/findings.md`` (claims F1-F3 with bootstrap CIs).
+   ``results/findings.md`` (claims F1-F3 with Student-t CIs over independent tasks).
 
 ``--preset medium`` runs the same stages in the paper's regime (the training preset
 ``medium``: 20-way 1-shot, 5 inner steps, second order on the small archives; every
@@ -172,8 +172,7 @@ _ANALYSIS_HELP = {  # the options of AnalysisConfig's fields (its docstring docu
             "(+-1.96 SEM).",
     "ci_unit": "Independent units of the findings' CIs: disjoint (tasks whose characters are "
                "pairwise disjoint) or task (every task, as if independent).",
-    "n_boot": "Bootstrap resamples for CIs (at least 40).",
-    "seed": "Seed of the bootstrap CIs and the MDS.",
+    "seed": "Seed of the MDS embedding of figures 3, 5 and 6.",
     "device": "Torch device for training and CKA (none: the CPU).",
     "formats": "Figure file formats.",
 }
@@ -182,7 +181,7 @@ _GROUPS = {
     "what to analyse": ["preset", "run", "maml_run", "mnist_run", "runs_dir", "data"],
     "measures": ["measures", "primary", "rdm_method", "mds_mode", "figure_measures",
                  "figure_rdm_method"],
-    "findings": ["meta_gap", "fig1b_gap", "band", "ci_unit", "n_boot", "seed"],
+    "findings": ["meta_gap", "fig1b_gap", "band", "ci_unit", "seed"],
     "output": ["results", "formats", "redraw"],
     "runtime": ["device", "memory_limit", "workers", "scheduler"],
 }

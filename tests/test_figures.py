@@ -23,7 +23,7 @@ def record(data_root):
 @pytest.fixture(scope="module")
 def saved(record, data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    cfg = AnalysisConfig(n_boot=200)
+    cfg = AnalysisConfig()
     maml = analyse_maml(record, cfg, out / "quick", "runs/quick")
     sup = analyse_supervised(make_supervised(data_root), cfg, out / "mnist", "runs/mnist")
     return out, maml, sup

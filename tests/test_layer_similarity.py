@@ -25,7 +25,7 @@ def runs(data_root, tmp_path_factory):
 def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys):
     out = tmp_path / "results"
     rc = layer_similarity.main(["--maml-run", str(runs / "quick"), "--mnist-run", str(runs / "mnist"),
-                                "--results", str(out), "--n-boot", "200", "--meta-gap", "250"])
+                                "--results", str(out), "--meta-gap", "250"])
     assert rc == 0
     for name in ("fig1a", "fig1b", "fig3", "fig4", "fig5"):
         for ext in ("png", "pdf", "nc"):
@@ -47,7 +47,7 @@ def test_main_analyses_existing_runs_and_writes_findings(runs, tmp_path, capsys)
 def test_run_option_detects_the_kind_of_record(runs, tmp_path):
     out = tmp_path / "r"
     rc = layer_similarity.main(["--run", str(runs / "mnist"), "--run", str(runs / "quick" / "activations"),
-                                "--results", str(out), "--measures", "rsa", "--n-boot", "100",
+                                "--results", str(out), "--measures", "rsa",
                                 "--mds-mode", "precomputed", "--formats", "png"])
     assert rc == 0
     assert (out / "mnist" / "fig2.png").is_file() and (out / "activations" / "fig1a.png").is_file()
@@ -175,7 +175,7 @@ def test_a_maml_record_with_one_task_and_inner_step_0_is_analysed_as_maml(data_r
     write_run(one, tmp_path / "one" / "activations")
     out = tmp_path / "r"
     rc = layer_similarity.main(["--run", str(tmp_path / "one"), "--results", str(out), "--measures", "rsa",
-                                "--n-boot", "50", "--formats", "png"])
+                                "--formats", "png"])
     assert rc == 0
     assert (out / "one" / "fig1a.nc").is_file() and not (out / "one" / "fig2.nc").exists()
 
@@ -191,8 +191,6 @@ def test_a_record_without_a_kind_is_refused_with_the_fix(data_root, tmp_path, ca
 
 
 @pytest.mark.parametrize("argv,named", [
-    (["--n-boot", "0"], "n_boot (--n-boot) = 0"),
-    (["--n-boot", "1"], "n_boot (--n-boot) = 1"),
     (["--formats", "bogus"], "formats (--formats) = 'bogus' is not allowed; expected one or more of"),
     (["--formats", ""], "formats (--formats) = '' is not allowed"),
     (["--measures", "rsa,rsa"], "measures (--measures) = ('rsa', 'rsa')"),
@@ -256,14 +254,14 @@ def test_show_config_prints_the_resolved_configuration_and_stops(tmp_path, capsy
     shown = json.loads(capsys.readouterr().out)
     assert shown["options"]["preset"] == "medium" and shown["analysis"]["fig1b_gap"] == 200
     assert not (tmp_path / "runs").exists()
-    assert reproduce.main(["--n-boot", "1", "--show-config"]) == 2  # the error, not a config
+    assert reproduce.main(["--meta-gap", "0", "--show-config"]) == 2  # the error, not a config
     captured = capsys.readouterr()
-    assert "n_boot (--n-boot) = 1" in captured.err and captured.out == ""
+    assert "meta_gap (--meta-gap) = 0" in captured.err and captured.out == ""
 
 
 def test_the_last_line_names_the_absolute_results_folder(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert reproduce.main(["--mnist-run", str(runs / "mnist"), "--results", "res", "--formats", "png",
-                           "--n-boot", "50"]) == 0
+                          ]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"figures, their values and findings.md written to {tmp_path / 'res'}"

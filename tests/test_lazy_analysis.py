@@ -23,7 +23,7 @@ from test_analyses_data import make_supervised, write_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "analyses" / "layer_similarity.py"
 
-CFG = AnalysisConfig(measures=("rsa", "cka_linear"), n_boot=100, formats=("png",), fig3_checkpoints=2)
+CFG = AnalysisConfig(measures=("rsa", "cka_linear"), formats=("png",), fig3_checkpoints=2)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_every_figure_on_a_distributed_cluster_is_identical(runs, in_memory, tmp
     # As a user runs it: the command line starts a local cluster of 2 worker processes,
     # whose workers read the record's chunks and return their features.
     done = subprocess.run([sys.executable, str(SCRIPT), "--maml-run", str(runs / "maml"), "--workers", "2",
-                           "--results", str(tmp_path), "--n-boot", "100", "--formats", "png",
+                           "--results", str(tmp_path), "--formats", "png",
                            "--measures", "rsa,cka_linear"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "analysed on a local dask cluster of 2 workers: reading it lazily" in done.stdout
@@ -107,7 +107,7 @@ def test_every_figure_on_a_distributed_cluster_is_identical(runs, in_memory, tmp
 
 
 def test_main_reads_records_above_the_memory_limit_lazily(runs, in_memory, tmp_path, capsys):
-    args = ["--maml-run", str(runs / "maml"), "--n-boot", "100", "--formats", "png",
+    args = ["--maml-run", str(runs / "maml"), "--formats", "png",
             "--measures", "rsa,cka_linear", "--results", str(tmp_path)]
     assert layer_similarity.main(args + ["--memory-limit", "1MB"]) == 0
     out = capsys.readouterr().out

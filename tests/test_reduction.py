@@ -82,7 +82,7 @@ def test_findings_on_a_real_recorded_run_use_disjoint_tasks(tmp_path, data_root)
     record_run(run, RecordConfig(tasks=9, inner_steps=(0, 1, 10), eval_tasks=4, progress=False), log=None)
     out = tmp_path / "results"
     assert layer_similarity.main(["--maml-run", str(run), "--results", str(out), "--measures", "rsa",
-                                  "--n-boot", "100", "--formats", "png"]) == 0
+                                  "--formats", "png"]) == 0
     text = (out / "findings.md").read_text()
     # 35 held-out characters, 5-way: tasks 0-6 are disjoint, 7 and 8 reuse characters of 0 and 1
     assert "7 of 9 analysed tasks whose characters are pairwise disjoint (tasks [0, 1, 2, 3, 4, 5, 6]" in text

@@ -161,7 +161,7 @@ def test_second_writer_of_a_folder_is_refused_before_writing(run, tmp_path, data
         args = ("repscope.training.record", "--run", str(out.parent), *REC)
     else:
         args = (str(REPO / "analyses" / "layer_similarity.py"), "--maml-run", str(run),
-                "--results", str(out), "--n-boot", "40", "--formats", "png")
+                "--results", str(out), "--formats", "png")
     holder = _start(_HOLDER, out, ready, ready=ready)
     try:
         before = _snapshot(out)
@@ -354,7 +354,7 @@ def test_read_only_folders_are_named_not_tracebacks(run, tmp_path, data_root):
         f"{py} -m repscope.training.record --run {ro}/run {' '.join(REC)} --checkpoints 3",
         f"{py} -m repscope.training.supervised {' '.join(SUP)} --out {ro}/mnist --data {data_root}",
         f"{py} {REPO}/analyses/layer_similarity.py --maml-run {run} --results {ro}/results "
-        "--n-boot 40 --formats png",
+        "--formats png",
     ]
     done = _mount("ro", ro, "; ".join(f"{c}; echo rc=$?" for c in commands))
     assert done.stdout.count("rc=2") == len(commands), done.stdout + done.stderr
