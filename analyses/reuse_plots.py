@@ -106,6 +106,7 @@ def plot_similarity_over_checkpoints(summary: xr.Dataset, run: str = "") -> Figu
                 ax.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color())
         _thresholds(ax)
         step_axis(ax, xs)
+        ax.set_xlim(xs.min(), xs.max())
         ax.set_ylabel(f"{_LABEL.get(name, name)} similarity")
         ax.grid(alpha=0.3)
     axes[-1].legend(title="layer", fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
