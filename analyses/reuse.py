@@ -38,6 +38,7 @@ import xarray as xr
 from .errors import AnalysisError
 from .figure_data import inner_loop_change, layer_names
 from .findings import MIN_UNITS, NOT_TESTABLE
+from .findings import _outcomes, _verdict  # the verdict words of F1-F3, written once
 from .task_units import independent_tasks
 from .uncertainty import t_interval
 
@@ -45,13 +46,13 @@ __all__ = ["REUSE_MEASURES", "BODY_THRESHOLD", "HEAD_THRESHOLD", "FREEZE_COST", 
            "reuse_similarity", "summarize_tasks", "threshold_test", "body_reuse", "head_change",
            "freezing_dataset", "freezing_cost", "assess_reuse", "reuse_markdown"]
 
-#: Measures of the analysis: Raghu et al. used CCA (SVCCA, PWCCA) and CKA.
+#: Measures of the analysis (Raghu et al. used CCA, here SVCCA and PWCCA, and CKA).
 REUSE_MEASURES = ("svcca", "pwcca", "cka_linear")
-#: R1: body layers' similarity before vs after the inner loop exceeds this.
+#: R1 holds when each body layer's similarity before vs after the inner loop exceeds this.
 BODY_THRESHOLD = 0.9
-#: R2: the head's similarity stays below this.
+#: R2 holds when the head's similarity stays below this.
 HEAD_THRESHOLD = 0.5
-#: R3: freezing the body at test time costs less than this many points of accuracy.
+#: R3 holds when freezing the body at test time costs less than this many points of accuracy.
 FREEZE_COST = 1.0
 #: The ``statistic`` coordinate of :func:`summarize_tasks`.
 STATISTICS = ("mean", "lower", "upper")
@@ -168,14 +169,7 @@ def threshold_test(values, threshold: float, side: str, level: float = 0.95) -> 
         raise AnalysisError(f"Unknown side {side!r}. Expected 'above' or 'below'")
     m, lo, hi = t_interval(np.asarray(values, dtype=float), level)
     good, bad = (lo > threshold, hi < threshold) if side == "above" else (hi < threshold, lo > threshold)
-    return {"mean": m, "lower": lo, "upper": hi,
-            "outcome": np.where(good, "supported", np.where(bad, "contradicted", "inconclusive"))}
-
-
-def _verdict(outcomes: Sequence[str]) -> str:
-    if "contradicted" in outcomes:
-        return "not supported"
-    return "supported" if outcomes and all(o == "supported" for o in outcomes) else "inconclusive"
+    return {"mean": m, "lower": lo, "upper": hi, "outcome": _outcomes(good, bad)}
 
 
 def _too_few(units: Sequence[int], what: str = "independent task(s)",
@@ -375,6 +369,18 @@ def assess_reuse(ds: xr.Dataset, measures: Sequence[str] = REUSE_MEASURES, *, fr
         ``similarity`` (:func:`reuse_similarity`, or None when the record cannot give
         it), ``summary`` (:func:`summarize_tasks`, or None), ``units`` (list and
         description), ``r1``, ``r2``, ``r3``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> dims = ("checkpoint", "task", "inner_step", "stimulus")
+    >>> ds = xr.Dataset({n: (dims + (f"unit_{n}",), rng.normal(size=(1, 3, 2, 10, 4)))
+    ...                  for n in ("conv1", "head")},
+    ...                 coords={"checkpoint": [0], "task": [0, 1, 2], "inner_step": [0, 2]},
+    ...                 attrs={"layers": '["conv1", "head"]'})
+    >>> res = assess_reuse(ds, ["cka_linear"])
+    >>> res["units"]["tasks"], res["r2"]["layers"], res["r3"]["verdict"]
+    ([0, 1, 2], ['head'], 'not testable with this run')
     """
     units, description = independent_tasks(ds, unit)
     sim = summary = why_not = None

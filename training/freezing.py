@@ -25,7 +25,7 @@ from .tasks import task_samplers
 
 __all__ = ["FREEZING_LAYERS", "adapted_layers_accuracy", "freezing_test"]
 
-#: What the freezing test compares: every layer adapted (as MAML trains), the head alone.
+#: The adapted layers the freezing test compares (every layer, as MAML trains, and the head alone).
 FREEZING_LAYERS = ("all", "head")
 
 
@@ -105,6 +105,19 @@ def freezing_test(run_dir, n_tasks: int | None = None, *, checkpoint: int | None
     ------
     TrainingError
         When the run, the checkpoint or ``n_tasks`` is not usable (naming it).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from repscope.training.config import get_preset
+    >>> from repscope.training.maml import train
+    >>> cfg = get_preset("quick", n_way=5, meta_batch=1, steps=1, val_every=0, test_tasks=0,
+    ...                  lake_eval=False, progress=False, data=str(DATA))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = train(cfg, d + "/run", log=None)
+    ...     res = freezing_test(d + "/run", 3)
+    >>> sorted(res["accuracy"]), res["accuracy"]["head"].shape, res["checkpoint"]
+    (['all', 'head'], (3,), 1)
     """
     config, saved = load_run(run_dir)
     if not saved:
