@@ -19,7 +19,7 @@ Examples
 >>> Probe is repscope.probes.Probe
 True
 >>> sorted(repscope.COMMANDS)
-['layer-similarity', 'maml', 'record', 'supervised']
+['feature-reuse', 'layer-similarity', 'maml', 'record', 'supervised']
 """
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ COMMANDS = {
                           "Train and record the supervised MNIST control."),
     "layer-similarity": Command("repscope.reproduce",
                                 "Train, record and analyse: the paper's figures and findings."),
+    "feature-reuse": Command("repscope.feature_reuse",
+                             "MAML vs ANIL: rapid learning or feature reuse (Raghu et al.)?"),
 }
 
 __all__ = ["Probe", "open_run", "write_checkpoint", "COMMANDS", "Command"]

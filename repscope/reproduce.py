@@ -255,13 +255,14 @@ def _data_args(data: Path | None) -> list[str]:
 
 
 def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
-                     device: str | None = None, run=None) -> tuple[list[Path], Path]:
+                     device: str | None = None, run=None,
+                     stages: dict | None = None) -> tuple[list[Path], Path | None]:
     """Run the stages of reproduction ``preset`` whose outputs are missing in ``runs_dir``.
 
     Parameters
     ----------
     preset : str
-        A key of :data:`REPRODUCTIONS`.
+        A key of :data:`REPRODUCTIONS` (or of ``stages``' table, for the log).
     runs_dir : path-like
         Where the runs are trained (one folder per training preset, and ``mnist``).
     data : path-like, optional
@@ -272,13 +273,18 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
     run : callable, optional
         ``run(command, what)`` runs one stage's command line (default: as a process,
         stopping with :class:`~repscope.analyses.errors.AnalysisError` when it fails).
+    stages : dict, optional
+        The stages, shaped as an entry of :data:`REPRODUCTIONS` (default:
+        ``REPRODUCTIONS[preset]``): ``train`` (training presets), ``record`` (options of
+        ``python -m repscope.training.record``) and, optionally, ``supervised`` (False:
+        no supervised MNIST control; default True).
 
     Returns
     -------
     runs : list of pathlib.Path
         The meta-learning run folders (a Mini-ImageNet run only when its data are found).
-    mnist : pathlib.Path
-        The supervised control's run folder.
+    mnist : pathlib.Path or None
+        The supervised control's run folder (None when ``stages`` has none).
 
     Examples
     --------
@@ -290,7 +296,7 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
     train the supervised MNIST control
     """
     run = run or _stage
-    stages = REPRODUCTIONS[preset]
+    stages = REPRODUCTIONS[preset] if stages is None else stages
     data_args = _data_args(data)
     dev = ["--device", device] if device else []
     runs = []
@@ -316,6 +322,8 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
             run([sys.executable, "-m", "repscope.training.record", "--run", str(out),
                  *stages["record"]] + data_args + dev, f"record {name}")
         runs.append(out)
+    if not stages.get("supervised", True):
+        return runs, None
     mnist = Path(runs_dir) / "mnist"
     if _has(mnist / "activations", "*.nc") and (mnist / "summary.json").is_file():
         print(f"{_LOG} skip supervised control: {mnist / 'activations'} exists", flush=True)

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"probes": "repscope.probes", "training": "repscope.training", "analyses": "repscope.analyses",
            "repscope": "repscope"}
 COMPUTE = ("dims", "lazy", "cka", "rdms", "measures", "uncertainty", "mds", "figure_data", "findings", "cca",
-           "procrustes", "measure_checks", "replication")
+           "procrustes", "measure_checks", "replication", "reuse")
 
 
 def _module_name(path: Path) -> str:
@@ -75,19 +75,22 @@ RULES = [  # (which modules, forbidden import prefix, why)
     ("repscope.probes", "repscope.analyses", "probes works on any model"),
     ("repscope.analyses", "repscope.training", "analyses reads records, whatever made them"),
     ("repscope.training", "repscope.analyses", "the data flow does not run backwards"),
-    *[(package, "repscope.reproduce", "the end-to-end driver sits above the subpackages")
-      for package in ("repscope.probes", "repscope.training", "repscope.analyses")],
+    *[(package, driver, "the end-to-end drivers sit above the subpackages")
+      for package in ("repscope.probes", "repscope.training", "repscope.analyses")
+      for driver in ("repscope.reproduce", "repscope.feature_reuse")],
     *[(f"repscope.analyses.{m}", forbidden, "compute, I/O and plotting stay apart")
       for m in COMPUTE for forbidden in ("matplotlib", "repscope.analyses.plots", "repscope.analyses.saving",
                                          "repscope.analyses.pipeline")],
 ]
 
 
-# The one import of the top floor from below: ``python analyses/layer_similarity.py`` is the
-# documented path of the end-to-end command, kept as a thin script that runs
-# repscope.reproduce.main (its module imports nothing else, and nothing imports it).
-EXCEPTIONS = {("repscope.analyses.layer_similarity", "repscope.reproduce"),
-              ("repscope.analyses.layer_similarity", "repscope.reproduce.main")}
+# The only imports of the top floor from below: ``python analyses/layer_similarity.py`` and
+# ``python analyses/feature_reuse.py`` are the documented paths of the end-to-end commands,
+# kept as thin scripts that run their driver's main (each module imports nothing else, and
+# nothing imports it).
+THIN_SCRIPTS = {"layer_similarity": "repscope.reproduce", "feature_reuse": "repscope.feature_reuse"}
+EXCEPTIONS = {(f"repscope.analyses.{script}", name) for script, driver in THIN_SCRIPTS.items()
+              for name in (driver, f"{driver}.main")}
 
 
 def violations(sources) -> list[str]:
@@ -129,16 +132,16 @@ def test_the_checker_catches_each_kind_of_violation(module, source, expected):
     assert any(expected in v for v in found), found
 
 
-def test_the_layer_similarity_script_is_the_only_exception_and_stays_thin():
-    script = REPO / "analyses" / "layer_similarity.py"
-    names = imports(script.read_text(), "repscope.analyses.layer_similarity")
-    assert {n for n in names if _under(n, "repscope")} == {"repscope.reproduce", "repscope.reproduce.main"}
+@pytest.mark.parametrize("script,driver", sorted(THIN_SCRIPTS.items()))
+def test_the_thin_scripts_are_the_only_exceptions_and_stay_thin(script, driver):
+    module = f"repscope.analyses.{script}"
+    names = imports((REPO / "analyses" / f"{script}.py").read_text(), module)
+    assert {n for n in names if _under(n, "repscope")} == {driver, f"{driver}.main"}
     # no module imports the script; no other module below the top floor imports the driver
-    others = [(m, n) for _, m, ns in _sources() for n in ns
-              if _under(n, "repscope.analyses.layer_similarity")]
+    others = [(m, n) for _, m, ns in _sources() for n in ns if _under(n, module)]
     assert others == []
     assert violations([(Path("x.py"), "repscope.analyses.pipeline",
-                        imports("from repscope.reproduce import main", "repscope.analyses.pipeline"))])
+                        imports(f"from {driver} import main", "repscope.analyses.pipeline"))])
 
 
 def test_a_subprocess_call_of_a_training_stage_is_not_an_import():
@@ -267,10 +270,10 @@ FLOORS = {
         ("cka", "rdms", "cca", "procrustes"),
         ("measures",),
         ("figure_data", "uncertainty", "mds", "plateau", "task_units", "measure_checks"),
-        ("findings", "plots", "measure_check_plots", "replication"),
+        ("findings", "plots", "measure_check_plots", "replication", "reuse", "reuse_plots"),
         ("saving",),
         ("pipeline", "sanity"),
-        ("layer_similarity",),
+        ("layer_similarity", "feature_reuse"),
     ],
     "repscope.training": [
         ("errors",),

@@ -14,7 +14,7 @@ from importlib.metadata import version
 import pytest
 
 import repscope
-from repscope import reproduce
+from repscope import feature_reuse, reproduce
 from repscope.training import cli, maml, record, supervised
 
 PARSERS = {  # command: (parser, the groups it shows)
@@ -25,6 +25,7 @@ PARSERS = {  # command: (parser, the groups it shows)
     "supervised": (supervised._parser, ["data", "training", "recording", "output", "runtime"]),
     "layer-similarity": (reproduce._parser, ["what to analyse", "measures", "findings", "output",
                                              "runtime"]),
+    "feature-reuse": (feature_reuse._parser, ["what to analyse", "analysis", "output"]),
 }
 
 
