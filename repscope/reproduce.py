@@ -55,8 +55,8 @@ from typing import Optional
 from .analyses.errors import AnalysisError
 from .analyses.mds import MDS_MODES
 from .analyses.measures import MEASURES
-from .analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_supervised, is_supervised,
-                                redraw, summarize)
+from .analyses.pipeline import (AnalysisConfig, analyse_maml, analyse_seeds, analyse_supervised,
+                                is_supervised, redraw, summarize)
 from .analyses.rdms import RDM_METHODS
 from .analyses.saving import save_text, writing_results
 from .analyses.task_units import CI_UNITS
@@ -70,7 +70,7 @@ from .training.errors import DataError, TrainingError
 from .training.options import DEVICES
 
 __all__ = ["REPRODUCTIONS", "LayerSimilarityOptions", "grid_with_partners", "training_state",
-           "train_and_record", "main"]
+           "train_and_record", "train_seeds", "seed_folder", "parse_seeds", "check_jobs", "main"]
 
 _LOG = "[layer_similarity]"
 
@@ -102,6 +102,21 @@ def _medium() -> dict:
             "analysis": {"fig1b_gap": every}}
 
 
+def _five_way_cpu() -> dict:
+    """The CPU reproduction that plateaus (training preset ``omniglot-5way-cpu``): every
+    fifth saved checkpoint, and in the second half also the one saved before it (F2 at
+    the scaled gap, one checkpoint interval); 28 tasks over disjoint characters; 600
+    evaluation tasks per checkpoint, so that the plateau test resolves about one point
+    of accuracy; 3 seeds."""
+    cfg = get_preset("omniglot-5way-cpu")
+    every = 5 * cfg.checkpoint_every
+    checkpoints = grid_with_partners(cfg.steps, every, cfg.checkpoint_every, cfg.steps // 2)
+    return {"train": ("omniglot-5way-cpu",),
+            "record": ("--checkpoints", checkpoints, "--tasks", "28", "--inner-steps",
+                       "0,1,5,10", "--eval-tasks", "600"),
+            "analysis": {"fig1b_gap": every}, "seeds": 3}
+
+
 #: What each ``--preset`` trains (training presets), how it records them (options of
 #: ``python -m repscope.training.record``) and the analysis settings it implies.
 REPRODUCTIONS = {
@@ -109,7 +124,16 @@ REPRODUCTIONS = {
               "record": ("--checkpoints", "all", "--tasks", "8", "--inner-steps", "0,1,5,10",
                          "--eval-tasks", "100"),
               "analysis": {}},
+    # The default: F1 and F3 answered in minutes (5 analysis tasks over disjoint characters).
+    "small": {"train": ("small",),
+              "record": ("--checkpoints", "all", "--tasks", "5", "--inner-steps", "0,1,2,5,10",
+                         "--eval-tasks", "100"),
+              "analysis": {},
+              "longer": "F2 and the Figure-3 statement need a run whose held-out accuracy "
+                        "levels off: python analyses/layer_similarity.py --preset "
+                        "omniglot-5way-cpu (3 seeds, about an hour on 2 cores)"},
     "medium": _medium(),
+    "omniglot-5way-cpu": _five_way_cpu(),
     "paper": {"train": ("omniglot-20way-1shot", "miniimagenet-5way-1shot"),
               "record": ("--checkpoints", "every:1000", "--tasks", "50", "--inner-steps",
                          "0,1,5,10"),
@@ -128,11 +152,22 @@ class LayerSimilarityOptions:
     PosixPath('results')
     """
 
-    preset: str = setting("quick", "What to train and record when no run is named. quick: "
-                          "CPU minutes (1 inner step in meta-training, 8 tasks); medium: the "
-                          "paper's regime (20-way 1-shot, 5 inner steps, second order) sized for "
-                          "2 CPU cores; paper: the full reproduction (a GPU job; Mini-ImageNet "
-                          "when its data are found). Run times are in the reproduction guide.")
+    preset: str = setting("small", "What to train and record when no run is named. small: "
+                          "F1 and F3 answered in minutes (20-way 1-shot, 2 inner steps, 5 "
+                          "disjoint tasks); quick: a smoke test (1 inner step, 8 tasks); "
+                          "omniglot-5way-cpu: every claim testable after a plateau, 3 seeds, "
+                          "about an hour on 2 CPU cores; medium: the paper's 20-way regime sized "
+                          "for 2 CPU cores; paper: the full reproduction (a GPU job; "
+                          "Mini-ImageNet when its data are found). Run times are in the "
+                          "reproduction guide.")
+    seeds: Optional[str] = setting(None, "Independent training seeds: a count N (seeds 0 to "
+                                   "N-1) or distinct seeds such as 0,3,7. Each is trained and "
+                                   "recorded in RUNS_DIR/PRESET/seed_S (resumed on its own), "
+                                   "analysed alone, and the findings pooled with the seeds as "
+                                   "the top unit (none: the preset's, 3 for omniglot-5way-cpu, "
+                                   "else 1).")
+    jobs: Optional[int] = setting(None, "Training and recording processes at once (none: one "
+                                  "per core, at most one per seed).")
     run: list = setting(help="Existing run folder (or its activations/ folder) to analyse, "
                         "its kind (maml or supervised) read from the record; repeatable.",
                         default_factory=list)
@@ -178,7 +213,8 @@ _ANALYSIS_HELP = {  # the options of AnalysisConfig's fields (its docstring docu
 }
 
 _GROUPS = {
-    "what to analyse": ["preset", "run", "maml_run", "mnist_run", "runs_dir", "data"],
+    "what to analyse": ["preset", "seeds", "jobs", "run", "maml_run", "mnist_run", "runs_dir",
+                        "data"],
     "measures": ["measures", "primary", "rdm_method", "mds_mode", "figure_measures",
                  "figure_rdm_method"],
     "findings": ["meta_gap", "fig1b_gap", "band", "ci_unit", "seed"],
@@ -197,7 +233,8 @@ def _parser(preset: str = "quick") -> argparse.ArgumentParser:
                      runs_dir={"type": Path, "metavar": "DIR"},
                      results={"type": Path, "metavar": "DIR"},
                      data={"type": Path, "metavar": "DIR"}, memory_limit={"metavar": "SIZE"},
-                     scheduler={"metavar": "ADDRESS"})
+                     scheduler={"metavar": "ADDRESS"}, seeds={"metavar": "N|S1,S2,..."},
+                     jobs={"metavar": "N"})
     analysis = {**AnalysisConfig().__dict__, **REPRODUCTIONS[preset]["analysis"]}
     return build_parser(
         "python analyses/layer_similarity.py",
@@ -221,12 +258,24 @@ def _has(folder: Path, pattern: str) -> bool:
     return folder.is_dir() and any(folder.glob(pattern))
 
 
-def _stage(cmd: list[str], what: str) -> None:
-    print(f"{_LOG} {what}: {' '.join(cmd)}", flush=True)
+def _stage(cmd: list[str], what: str, log: Path | None = None) -> None:
+    """Run one stage's command; its output goes to ``log`` (a file) when given."""
+    where = f" (output in {log})" if log is not None else ""
+    print(f"{_LOG} {what}: {' '.join(cmd)}{where}", flush=True)
     t0 = time.time()
-    done = subprocess.run(cmd)
+    if log is None:
+        done = subprocess.run(cmd)
+    else:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as handle:
+            done = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        raise AnalysisError(f"{what} failed with exit code {done.returncode}: {' '.join(cmd)}")
+        tail = ""
+        if log is not None:
+            lines = Path(log).read_text(errors="replace").strip().splitlines()
+            tail = "; its last lines: " + " | ".join(lines[-3:])
+        raise AnalysisError(f"{what} failed with exit code {done.returncode}: "
+                            f"{' '.join(cmd)}{tail}")
     print(f"{_LOG} {what} done in {time.time() - t0:.0f} s", flush=True)
 
 
@@ -297,9 +346,22 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
     """
     run = run or _stage
     stages = REPRODUCTIONS[preset] if stages is None else stages
-    data_args = _data_args(data)
-    dev = ["--device", device] if device else []
+    extra = _data_args(data) + (["--device", device] if device else [])
     runs = []
+    for name in _trainable(stages, data):
+        out = Path(runs_dir) / name
+        _train_and_record_one(name, out, stages, extra, run)
+        runs.append(out)
+    if not stages.get("supervised", True):
+        return runs, None
+    mnist = Path(runs_dir) / "mnist"
+    _supervised_stage(mnist, extra, run)
+    return runs, mnist
+
+
+def _trainable(stages: dict, data) -> list[str]:
+    """The training presets of ``stages`` whose data can be found (Mini-ImageNet is optional)."""
+    names = []
     for name in stages["train"]:
         if get_preset(name).dataset == "miniimagenet":
             try:
@@ -307,31 +369,199 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
             except DataError as err:
                 print(f"{_LOG} skipping {name}: {err}", flush=True)
                 continue
-        out = Path(runs_dir) / name
-        state = training_state(out)
-        if state == "done":
-            print(f"{_LOG} skip training {name}: checkpoints exist in {out}", flush=True)
-        else:
-            resume = ["--resume"] if state == "partial" else []
-            run([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out",
-                 str(out)] + resume + data_args + dev,
-                f"train {name}" + (" (resume)" if resume else ""))
-        if _has(out / "activations", "checkpoint_*.nc"):
-            print(f"{_LOG} skip recording {name}: {out / 'activations'} exists", flush=True)
-        else:
-            run([sys.executable, "-m", "repscope.training.record", "--run", str(out),
-                 *stages["record"]] + data_args + dev, f"record {name}")
-        runs.append(out)
-    if not stages.get("supervised", True):
-        return runs, None
-    mnist = Path(runs_dir) / "mnist"
+        names.append(name)
+    return names
+
+
+def _train_and_record_one(name: str, out: Path, stages: dict, extra: list[str], run,
+                          seed: int | None = None, quiet: bool = False) -> Path:
+    """Train (or resume) and record the run of training preset ``name`` in ``out``."""
+    label = name if seed is None else f"{name} seed {seed}"
+    seed_args = [] if seed is None else ["--seed", str(seed)]
+    quiet_args = ["--no-progress"] if quiet else []
+    state = training_state(out)
+    if state == "done":
+        print(f"{_LOG} skip training {label}: checkpoints exist in {out}", flush=True)
+    else:
+        resume = ["--resume"] if state == "partial" else []
+        run([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out",
+             str(out)] + seed_args + resume + quiet_args + extra,
+            f"train {label}" + (" (resume)" if resume else ""))
+    if _has(out / "activations", "checkpoint_*.nc"):
+        print(f"{_LOG} skip recording {label}: {out / 'activations'} exists", flush=True)
+    else:
+        run([sys.executable, "-m", "repscope.training.record", "--run", str(out),
+             *stages["record"]] + quiet_args + extra, f"record {label}")
+    return out
+
+
+def _supervised_stage(mnist: Path, extra: list[str], run, quiet: bool = False) -> Path:
     if _has(mnist / "activations", "*.nc") and (mnist / "summary.json").is_file():
         print(f"{_LOG} skip supervised control: {mnist / 'activations'} exists", flush=True)
     else:  # a folder without summary.json was interrupted: start it again
         again = ["--overwrite"] if mnist.exists() else []
         run([sys.executable, "-m", "repscope.training.supervised", "--out", str(mnist)]
-            + again + data_args + dev, "train the supervised MNIST control")
-    return runs, mnist
+            + again + (["--no-progress"] if quiet else []) + extra,
+            "train the supervised MNIST control")
+    return mnist
+
+
+def parse_seeds(text, default: int = 1) -> tuple[int, ...]:
+    """``--seeds``: a count N (seeds ``0 .. N-1``) or comma-separated distinct seeds.
+
+    Examples
+    --------
+    >>> parse_seeds("3"), parse_seeds("0,4"), parse_seeds(None, default=2)
+    ((0, 1, 2), (0, 4), (0, 1))
+    >>> parse_seeds("1,1")
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: --seeds '1,1' names seed 1 twice; expected a count N >= 1 or distinct seeds >= 0 such as 0,3,7
+    """
+    allowed = "expected a count N >= 1 or distinct seeds >= 0 such as 0,3,7"
+    if text is None:
+        return tuple(range(default))
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise AnalysisError(f"--seeds {text!r} is not a number or a list of numbers; "
+                            f"{allowed}") from None
+    if len(values) == 1:
+        if values[0] < 1:
+            raise AnalysisError(f"--seeds {text!r} is not allowed; {allowed}")
+        return tuple(range(values[0]))
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise AnalysisError(f"--seeds {text!r} names seed {twice[0]} twice; {allowed}")
+    if min(values) < 0:
+        raise AnalysisError(f"--seeds {text!r} holds a negative seed; {allowed}")
+    return tuple(values)
+
+
+def check_jobs(jobs, seeds) -> int:
+    """``--jobs``: processes at once, one per core by default, never more than seeds.
+
+    Examples
+    --------
+    >>> check_jobs(None, (0, 1, 2)) >= 1, check_jobs(2, (0, 1, 2))
+    (True, 2)
+    >>> check_jobs(4, (0, 1))
+    Traceback (most recent call last):
+    ...
+    repscope.analyses.errors.AnalysisError: --jobs 4 is more than the 2 seeds to train; expected 1 to 2
+    """
+    if jobs is None:
+        return max(1, min(len(seeds), os.cpu_count() or 1))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise AnalysisError(f"--jobs {jobs!r} is not allowed; expected 1 to {len(seeds)}")
+    if jobs > len(seeds):
+        raise AnalysisError(f"--jobs {jobs} is more than the {len(seeds)} seeds to train; "
+                            f"expected 1 to {len(seeds)}")
+    return jobs
+
+
+def seed_folder(runs_dir: Path, name: str, seed: int) -> Path:
+    """The run folder of ``seed`` of training preset ``name`` when several seeds are trained.
+
+    Examples
+    --------
+    >>> seed_folder(Path("runs"), "small", 2)
+    PosixPath('runs/small/seed_2')
+    """
+    return Path(runs_dir) / name / f"seed_{seed}"
+
+
+def train_seeds(preset: str, runs_dir: Path, seeds, jobs: int, data: Path | None = None,
+                device: str | None = None, run=None) -> tuple[dict, dict, Path]:
+    """Train and record every seed of reproduction ``preset``, ``jobs`` processes at once.
+
+    Each seed's run lives in its own folder (:func:`seed_folder`) and goes through the
+    stages of :func:`train_and_record` on its own, so an interrupted seed resumes and a
+    finished one is skipped. The supervised MNIST control is one more job. With more
+    than one job, each stage writes its output to ``<run folder>.log`` instead of the
+    terminal (no progress bars). A seed whose stage fails does not stop the others.
+
+    Parameters
+    ----------
+    preset : str
+        A key of :data:`REPRODUCTIONS`.
+    runs_dir : path-like
+        Where the runs are trained.
+    seeds : sequence of int
+        Distinct seeds (:func:`parse_seeds`).
+    jobs : int
+        Stages run at once, each a process (at least 1, at most one per seed).
+    data, device
+        As :func:`train_and_record`.
+    run : callable, optional
+        ``run(command, what, log)`` runs one stage's command line; ``log`` is a path for
+        its output, or None for the terminal (default: as a process).
+
+    Returns
+    -------
+    runs : dict of {str: dict of {int: pathlib.Path}}
+        Per training preset, each seed whose stages finished and its run folder.
+    failed : dict of {str: dict of {int: str}}
+        Per training preset, each seed whose stages failed and what failed.
+    mnist : pathlib.Path
+        The supervised control's run folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     runs, failed, mnist = train_seeds("quick", Path(d), (0, 1), 1,
+    ...                                       run=lambda cmd, what, log: print(what))
+    train quick seed 0
+    record quick seed 0
+    train quick seed 1
+    record quick seed 1
+    train the supervised MNIST control
+    >>> sorted(runs["quick"]), failed
+    ([0, 1], {'quick': {}})
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = run or _stage
+    stages = REPRODUCTIONS[preset]
+    extra = _data_args(data) + (["--device", device] if device else [])
+    quiet = jobs > 1
+
+    def logged(folder: Path):
+        return lambda cmd, what: run(cmd, what, folder.with_name(folder.name + ".log")
+                                     if quiet else None)
+
+    work = [(name, seed) for name in _trainable(stages, data) for seed in seeds]
+    mnist = Path(runs_dir) / "mnist"
+
+    def one(item):
+        if item is None:
+            return _supervised_stage(mnist, extra, logged(mnist), quiet)
+        name, seed = item
+        out = seed_folder(runs_dir, name, seed)
+        return _train_and_record_one(name, out, stages, extra, logged(out), seed, quiet)
+
+    items = work + [None]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each stage is a process
+        futures = [pool.submit(one, item) for item in items]
+    runs = {name: {} for name in dict.fromkeys(n for n, _ in work)}
+    failed = {name: {} for name in runs}
+    for item, future in zip(items, futures):
+        err = future.exception()
+        if item is None:
+            if err is not None:
+                raise err
+            continue
+        name, seed = item
+        if err is None:
+            runs[name][seed] = future.result()
+        elif isinstance(err, AnalysisError):
+            failed[name][seed] = str(err)
+            print(f"{_LOG} {name} seed {seed} failed: {err}", flush=True)
+        else:
+            raise err
+    return runs, failed, mnist
 
 
 # ----------------------------------------------------------------- analyse
@@ -450,7 +680,42 @@ def _check_paths(opts: LayerSimilarityOptions) -> None:
                             "omniglot/ and mnist/")
 
 
-def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig, lazy) -> Path:
+def _seeds_and_jobs(opts: LayerSimilarityOptions) -> tuple[tuple[int, ...], int]:
+    """The seeds to train and the processes at once, checked before anything runs."""
+    named = opts.run or opts.maml_run or opts.mnist_run is not None
+    if named and opts.seeds is not None:
+        raise AnalysisError(f"--seeds {opts.seeds!r} trains the preset's seeds; it does not "
+                            "apply to runs named with --run, --maml-run or --mnist-run")
+    seeds = parse_seeds(opts.seeds, REPRODUCTIONS[opts.preset].get("seeds", 1))
+    return seeds, check_jobs(opts.jobs, seeds)
+
+
+def _longer(preset: str) -> str:
+    note = REPRODUCTIONS[preset].get("longer")
+    return f"\nClaims this preset cannot test: {note}.\n" if note else ""
+
+
+def _analyse_seeds(opts: LayerSimilarityOptions, cfg: AnalysisConfig, seeds, jobs) -> Path:
+    """Train and record every seed, analyse each alone and pooled; write findings.md."""
+    runs, failed, mnist_run = train_seeds(opts.preset, opts.runs_dir, seeds, jobs, opts.data,
+                                          cfg.device)
+    t0 = time.time()
+    texts = []
+    for name, records in runs.items():
+        if not records:
+            raise AnalysisError(f"Every seed of {name} failed: {failed[name]}")
+        res = analyse_seeds(records, cfg, opts.results / name, failed=failed[name],
+                            mnist=mnist_run)
+        texts.append(f"# {name}: {len(records)} of {len(seeds)} seeds\n\n"
+                     + Path(res["findings"]).read_text())
+    summary = "\n".join(texts) + _longer(opts.preset)
+    path = save_text(summary, opts.results / "findings.md")
+    print(summary)
+    print(f"{_LOG} analysis took {time.time() - t0:.0f} s; findings in {Path(path).resolve()}")
+    return opts.results
+
+
+def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig, lazy, seeds=(0,), jobs=1) -> Path:
     """Train and record what is missing (no run named), analyse, write findings.md."""
     maml_runs, mnist_run = list(opts.maml_run), opts.mnist_run
     for run in opts.run:
@@ -459,6 +724,8 @@ def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig, lazy) -> Path:
         else:
             maml_runs.append(run)
     if not (maml_runs or mnist_run):
+        if tuple(seeds) != (0,):
+            return _analyse_seeds(opts, cfg, seeds, jobs)
         maml_runs, mnist_run = train_and_record(opts.preset, opts.runs_dir, opts.data, cfg.device)
     t0 = time.time()
     supervised = None
@@ -473,6 +740,8 @@ def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig, lazy) -> Path:
             records[name] = _open(run, lazy)
             maml[name] = analyse_maml(records[name], cfg, opts.results / name, str(run))
         summary = summarize(maml, supervised, cfg, records)
+    if not (opts.run or opts.maml_run or opts.mnist_run is not None):
+        summary += _longer(opts.preset)
     path = save_text(summary, opts.results / "findings.md")
     print(summary)
     print(f"{_LOG} analysis took {time.time() - t0:.0f} s; findings in {Path(path).resolve()}")
@@ -507,8 +776,9 @@ def main(argv=None) -> int:
         if args.show_config:
             return print_config({"options": opts, "analysis": cfg})
         lazy = _lazy_policy(opts)  # options checked before anything is trained or written
+        seeds, jobs = _seeds_and_jobs(opts)
         with writing_results(opts.results):  # one analysis writes a results folder at a time
-            results = _analyse(opts, cfg, lazy)
+            results = _analyse(opts, cfg, lazy, seeds, jobs)
         print(wrote("figures, their values and findings.md", results))
         return 0
     except AnalysisError as err:
