@@ -47,7 +47,7 @@ def plot_measure_checks(ident: xr.Dataset, removal: xr.Dataset) -> Figure:
         ax_dist.plot(steps, d.mean("net"), marker="o", ms=3, label=str(m))
     ax_dist.set_xlabel("top principal components removed")
     ax_dist.set_ylabel("distance to the full layer\n(1 - similarity, or dissimilarity)")
-    ax_dist.set_title("Measure")
+    ax_dist.set_title(f"Top-PC removal ({removal.attrs.get('layer', 'layer')})")
     ax_dist.legend(fontsize="small")
     acc = removal["accuracy"]
     ax_acc.plot(steps, 100 * acc.mean("net"), marker="o", color="k")

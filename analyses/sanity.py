@@ -39,6 +39,8 @@ from .saving import save_figure, save_netcdf, save_text
 
 __all__ = ["main"]
 
+_N_STIMULI = "20,100,500"  # stimulus counts of the layer identification
+
 
 def _read_network(folder, checkpoint: int | None = None) -> tuple[dict[str, xr.DataArray], np.ndarray, dict]:
     """The layers of one recorded network at one checkpoint (default: its last).
@@ -88,19 +90,25 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m repscope.analyses.sanity",
         description="Sanity checks of the similarity measures on K independently seeded networks of one "
                     "architecture: Kornblith et al.'s layer identification and Ding et al.'s removal of "
-                    "top principal components against a linear probe.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "top principal components against a linear probe.")
     p.add_argument("--run", action="append", type=Path, required=True, metavar="DIR",
-                   help="a recorded run folder (repeat, at least 2; e.g. runs/sanity/seed0)")
-    p.add_argument("--out", type=Path, required=True, help="results folder (e.g. results/measure_sanity)")
-    p.add_argument("--checkpoint", type=int, default=None, help="checkpoint step to compare (default: the last)")
-    p.add_argument("--measures", default=",".join(DEFAULT_MEASURES),
-                   help=f"comma-separated measures, default options; from {sorted(MEASURES)}")
-    p.add_argument("--n-stimuli", default="20,100,500",
-                   help="comma-separated stimulus counts for layer identification (the first n stimuli)")
-    p.add_argument("--layer", default="conv4", help="layer whose principal components are removed")
-    p.add_argument("--max-removed", type=int, default=10, help="remove up to this many top components")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+                   help="A recorded run folder (repeat, at least 2; e.g. runs/sanity/seed0).")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="Results folder (e.g. results/measure_sanity).")
+    p.add_argument("--checkpoint", type=int, default=None, metavar="N",
+                   help="Checkpoint step to compare (none: the last recorded).")
+    p.add_argument("--measures", default=",".join(DEFAULT_MEASURES), metavar="M1,M2",
+                   help=f"Comma-separated measures, each with its default options; from "
+                        f"{sorted(MEASURES)}. (default: {','.join(DEFAULT_MEASURES)})")
+    p.add_argument("--n-stimuli", default=_N_STIMULI, metavar="N,N",
+                   help="Comma-separated stimulus counts for layer identification (the first n "
+                        f"stimuli). (default: {_N_STIMULI})")
+    p.add_argument("--layer", default="conv4", metavar="NAME",
+                   help="Layer whose principal components are removed. (default: conv4)")
+    p.add_argument("--max-removed", type=int, default=10, metavar="N",
+                   help="Remove up to this many top components. (default: 10)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads. (default: 1)")
     return p
 
 

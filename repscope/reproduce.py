@@ -2,7 +2,7 @@
 
 ``python analyses/layer_similarity.py`` (also ``repscope layer-similarity``) runs this
 module's :func:`main`; ``--help`` lists every option. With no arguments it runs the quick
-end-to-end path on a fresh machine:
+end-to-end path from a fresh checkout:
 
 1. ``python -m repscope.training.maml --preset quick --out runs/quick`` (skipped when
    ``runs/quick/checkpoints`` holds the last step; resumed with ``--resume`` when it
@@ -19,18 +19,18 @@ end-to-end path on a fresh machine:
 ``medium``: 20-way 1-shot, 5 inner steps, second order on the small archives; every
 fifth saved checkpoint recorded, with its predecessor in the second half, 5 analysis
 tasks over disjoint characters), sized for 2 CPU cores (its run time is in
-``docs/guide/reproducing.rst``).
+:ref:`reproducing`).
 
 Data come from ``--data`` or ``$REPSCOPE_DATA``, else the training commands download them.
 ``--preset paper`` trains the paper's runs (``omniglot-20way-1shot``, 60000 meta-steps,
 and ``miniimagenet-5way-1shot`` when the Mini-ImageNet loader finds its data: in the data
 folder, see :func:`repscope.training.data.paths.data_root`), records 50 tasks at every
 1000th step and analyses them: a GPU job (its run time, measured by
-``bench/bench_maml.py``, is on the benchmark page, ``docs/guide/benchmarks.rst``).
+``bench/bench_maml.py``, is on the benchmark page, :ref:`benchmarks`).
 ``--maml-run`` / ``--mnist-run`` / ``--run`` analyse existing runs without training
 anything; ``--redraw`` redraws every figure from saved netCDF without recomputing.
 
-A record larger than ``--memory-limit`` (default: a quarter of this machine's memory)
+A record larger than ``--memory-limit`` (default: a quarter of the physical memory)
 is read lazily with dask, one checkpoint file at a time, so the paper's 16 GB record is
 analysed in bounded memory; ``--workers N`` runs the analysis on a local
 ``dask.distributed`` cluster of N processes and ``--scheduler ADDRESS`` on an existing
@@ -181,8 +181,8 @@ class LayerSimilarityOptions:
     redraw: bool = setting(False, "Only redraw every figure under --results from its saved "
                            "netCDF.")
     memory_limit: str = setting("auto", "Read records larger than this (e.g. 4GB) lazily with "
-                                "dask, one checkpoint file at a time; auto: a quarter of this "
-                                "computer's memory.")
+                                "dask, one checkpoint file at a time; auto: a quarter of the "
+                                "physical memory.")
     workers: Optional[int] = setting(None, "Analyse on a local dask.distributed cluster of N "
                                      "worker processes.")
     scheduler: Optional[str] = setting(None, "Analyse on the dask.distributed cluster at this "

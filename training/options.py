@@ -92,7 +92,7 @@ def check_threads(value) -> int:
 
 
 def check_device(value, available: bool = True) -> None:
-    """Refuse an unknown device and, with ``available``, one this machine lacks.
+    """Refuse an unknown device and, with ``available``, one torch cannot use.
 
     Examples
     --------
@@ -108,7 +108,7 @@ def check_device(value, available: bool = True) -> None:
         if not torch.cuda.is_available():
             raise TrainingError(f"{_name('device')} 'cuda' was requested but this torch build "
                                 "sees no CUDA device (torch.cuda.is_available() is False). "
-                                "Expected one of ['cpu'] on this machine")
+                                "Expected one of ['cpu']")
 
 
 @contextlib.contextmanager

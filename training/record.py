@@ -4,7 +4,7 @@ For every selected checkpoint of a run folder (written by ``python -m repscope.t
 and for ``P`` analysis tasks from held-out characters, the meta-parameters are adapted
 on each task's own support set and the representations of a shared *probe set* are
 recorded with :class:`repscope.probes.Probe` after the requested inner steps. As in the paper's
-code (see ``docs/dev/contracts.md`` and the user guide):
+code (see :ref:`reproducing` and :ref:`data-format`):
 
 * analysis tasks come from the run's held-out (test) classes, without rotation or label
   shuffling, in a fixed order: task ``t`` takes classes ``t*N .. t*N+N-1`` (wrapping

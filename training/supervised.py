@@ -4,7 +4,7 @@ The conv4 network of Finn et al. (Omniglot variant: 28x28 input, 64 filters, str
 batch norm on batch statistics, spatial mean) with a 10-way head is trained from random
 weights with Adam (lr 1e-4, batch 100, 200 steps, as the paper), and the first 100 MNIST
 test images are recorded with :class:`repscope.probes.Probe` at step 0 and every 5 steps. The
-record has the layout of a MAML recording (``docs/dev/contracts.md``) with
+record has the layout of a MAML recording (:ref:`data-format`) with
 ``checkpoint`` = training step, one task (0) and ``inner_step`` 0, so the same analyses
 apply.
 
