@@ -42,7 +42,7 @@ from .analyses.reuse import REUSE_MEASURES, assess_reuse, freezing_dataset, reus
 from .analyses.reuse_plots import plot_layer_similarity, plot_similarity_over_checkpoints
 from .analyses.saving import save_figure, save_netcdf, save_text, writing_results
 from .analyses.task_units import CI_UNITS
-from .reproduce import _activations, _has, _open, train_and_record
+from .reproduce import _open, check_folders, train_and_record
 from .training.cli import build_parser, given, print_config, setting, wrote
 from .training.errors import TrainingError
 from .training.freezing import freezing_test
@@ -133,17 +133,9 @@ def _check(opts: FeatureReuseOptions) -> None:
         raise AnalysisError(f"--checkpoint {opts.checkpoint}: expected a recorded checkpoint (>= 0)")
     if not opts.measures:
         raise AnalysisError(f"--measures '': expected one or more of {_similarities()}")
-    for option, run in (("--maml-run", opts.maml_run), ("--anil-run", opts.anil_run)):
-        if run is not None and not _has(_activations(run), "checkpoint_*.nc"):
-            raise AnalysisError(f"{option} {run}: no activation record there (expected "
-                                "checkpoint_*.nc files in the folder or its activations/ folder; "
-                                "record the run with python -m repscope.training.record)")
-    for option, folder in (("--results", opts.results), ("--runs-dir", opts.runs_dir)):
-        if folder.exists() and not folder.is_dir():
-            raise AnalysisError(f"{option} {folder}: exists and is not a folder; expected a folder "
-                                "to write into")
-    if opts.data is not None and not opts.data.is_dir():
-        raise AnalysisError(f"--data {opts.data}: no such folder; expected a folder holding omniglot/")
+    named = [(option, run) for option, run in (("--maml-run", opts.maml_run),
+                                               ("--anil-run", opts.anil_run)) if run is not None]
+    check_folders(named, opts.results, opts.runs_dir, opts.data, "omniglot/")
 
 
 def _check_record(ds, option: str, run: Path, opts: FeatureReuseOptions) -> None:

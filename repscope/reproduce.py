@@ -665,19 +665,25 @@ def _check_paths(opts: LayerSimilarityOptions) -> None:
     """Refuse missing run folders and unusable output folders before anything runs."""
     named = [("--run", r) for r in opts.run] + [("--maml-run", r) for r in opts.maml_run]
     named += [("--mnist-run", opts.mnist_run)] if opts.mnist_run is not None else []
+    check_folders(named, opts.results, opts.runs_dir, opts.data, "omniglot/ and mnist/")
+
+
+def check_folders(named, results: Path, runs_dir: Path, data: Path | None, data_holds: str) -> None:
+    """Refuse named runs without a record, output folders that are files, and a missing
+    data folder (``data_holds`` says what it should hold), before anything runs."""
     for option, run in named:
         if not _has(_activations(run), "checkpoint_*.nc"):
             raise AnalysisError(f"{option} {run}: no activation record there (expected "
                                 "checkpoint_*.nc files in the folder or its activations/ folder; "
                                 "record the run with python -m repscope.training.record or "
                                 "repscope.training.supervised)")
-    for option, folder in (("--results", opts.results), ("--runs-dir", opts.runs_dir)):
+    for option, folder in (("--results", results), ("--runs-dir", runs_dir)):
         if folder.exists() and not folder.is_dir():
             raise AnalysisError(f"{option} {folder}: exists and is not a folder; expected a "
                                 "folder to write into")
-    if opts.data is not None and not opts.data.is_dir():
-        raise AnalysisError(f"--data {opts.data}: no such folder; expected a folder holding "
-                            "omniglot/ and mnist/")
+    if data is not None and not data.is_dir():
+        raise AnalysisError(f"--data {data}: no such folder; expected a folder holding "
+                            f"{data_holds}")
 
 
 def _seeds_and_jobs(opts: LayerSimilarityOptions) -> tuple[tuple[int, ...], int]:
