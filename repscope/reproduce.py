@@ -305,7 +305,8 @@ def _data_args(data: Path | None) -> list[str]:
 
 def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
                      device: str | None = None, run=None,
-                     stages: dict | None = None) -> tuple[list[Path], Path | None]:
+                     stages: dict | None = None,
+                     beside: bool = False) -> tuple[list[Path], Path | None]:
     """Run the stages of reproduction ``preset`` whose outputs are missing in ``runs_dir``.
 
     Parameters
@@ -319,8 +320,12 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
         they download).
     device : str, optional
         ``--device`` of the training commands.
+    beside : bool
+        Train the supervised control at the same time as the meta-learning stages, in
+        a second process whose output goes to ``mnist.log`` (for a second core).
     run : callable, optional
-        ``run(command, what)`` runs one stage's command line (default: as a process,
+        ``run(command, what)`` runs one stage's command line, ``run(command, what, log)`` with
+        its output to the file ``log`` (default: as a process,
         stopping with :class:`~repscope.analyses.errors.AnalysisError` when it fails).
     stages : dict, optional
         The stages, shaped as an entry of :data:`REPRODUCTIONS` (default:
@@ -344,18 +349,27 @@ def train_and_record(preset: str, runs_dir: Path, data: Path | None = None,
     record quick
     train the supervised MNIST control
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     run = run or _stage
     stages = REPRODUCTIONS[preset] if stages is None else stages
     extra = _data_args(data) + (["--device", device] if device else [])
-    runs = []
-    for name in _trainable(stages, data):
-        out = Path(runs_dir) / name
-        _train_and_record_one(name, out, stages, extra, run)
-        runs.append(out)
-    if not stages.get("supervised", True):
-        return runs, None
-    mnist = Path(runs_dir) / "mnist"
-    _supervised_stage(mnist, extra, run)
+    mnist = Path(runs_dir) / "mnist" if stages.get("supervised", True) else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        control = None
+        if mnist is not None and beside:  # on a second core, its output in mnist.log
+            log = mnist.with_name("mnist.log")
+            control = pool.submit(_supervised_stage, mnist, extra,
+                                  lambda cmd, what: run(cmd, what, log), True)
+        runs = []
+        for name in _trainable(stages, data):
+            out = Path(runs_dir) / name
+            _train_and_record_one(name, out, stages, extra, run)
+            runs.append(out)
+        if control is not None:
+            control.result()
+        elif mnist is not None:
+            _supervised_stage(mnist, extra, run)
     return runs, mnist
 
 
@@ -732,7 +746,8 @@ def _analyse(opts: LayerSimilarityOptions, cfg: AnalysisConfig, lazy, seeds=(0,)
     if not (maml_runs or mnist_run):
         if tuple(seeds) != (0,):
             return _analyse_seeds(opts, cfg, seeds, jobs)
-        maml_runs, mnist_run = train_and_record(opts.preset, opts.runs_dir, opts.data, cfg.device)
+        maml_runs, mnist_run = train_and_record(opts.preset, opts.runs_dir, opts.data, cfg.device,
+                                                beside=(os.cpu_count() or 1) > 1)
     t0 = time.time()
     supervised = None
     with _cluster(opts):  # lazy records are read, chunk by chunk, by its workers

@@ -103,3 +103,12 @@ def test_seeds_do_not_apply_to_named_runs(data_root, tmp_path, capsys):
 def test_the_plateau_preset_trains_three_seeds_by_default():
     assert reproduce.parse_seeds(None, reproduce.REPRODUCTIONS["omniglot-5way-cpu"]["seeds"]) == (0, 1, 2)
     assert reproduce.LayerSimilarityOptions().preset == "small"
+
+
+def test_one_seed_trains_the_control_beside_it_on_a_second_core(tmp_path):
+    calls = []
+    runs, mnist = reproduce.train_and_record("small", tmp_path, beside=True,
+                                             run=lambda cmd, what, log=None: calls.append((what, log)))
+    assert runs == [tmp_path / "small"] and mnist == tmp_path / "mnist"
+    assert ("train the supervised MNIST control", tmp_path / "mnist.log") in calls
+    assert ("train small", None) in calls and ("record small", None) in calls
