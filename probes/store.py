@@ -421,11 +421,8 @@ def _read(path: Path, chunks: Optional[dict] = None) -> tuple[xr.Dataset, bool]:
         raise ProbeError(f"Activation file {path} is corrupt: its content does not match the "
                          f"SHA-256 recorded when it was written ({stored[:16]}...), so "
                          f"some bytes changed on disk. {_FIX}")
-    if chunks is not None:  # layers: one chunk per file unless ``chunks`` splits a dim
-        for name, var in ds.variables.items():
-            if var.attrs.get("role") != "layer":
-                var.load()  # metrics and coordinates are small: read here, in this thread
-        ds = ds.chunk({**{d: -1 for d in ds.dims}, **chunks})
+    if chunks is not None:
+        ds = _lazy_layers(ds, path, chunks)
     for name, var in list(ds.data_vars.items()):
         if var.attrs.get(_DTYPE_ATTR) == "float16":
             attrs = {k: v for k, v in var.attrs.items() if k != _DTYPE_ATTR}
@@ -436,6 +433,51 @@ def _read(path: Path, chunks: Optional[dict] = None) -> tuple[xr.Dataset, bool]:
     validate(ds, where=str(path))
     _refuse_values(_value_problems(ds, cells), str(path))
     return ds, stored is not None
+
+
+class _StoredVariable:
+    """One variable of a netCDF file, read slice by slice for ``dask.array.from_array``.
+
+    Each read opens the file, reads the slice and closes it, all under the lock xarray
+    takes around netCDF4 and HDF5: neither library is thread-safe, and a file handle
+    left open and closed later by the garbage collector, on whatever thread it runs,
+    can corrupt HDF5 and crash the process. Holds no handle, so it pickles for the
+    workers of a dask cluster.
+    """
+
+    def __init__(self, path: Path, name: str, shape: tuple, dtype):
+        self.path, self.name, self.shape, self.dtype = str(path), name, shape, np.dtype(dtype)
+        self.ndim = len(shape)
+
+    def __getitem__(self, key):
+        import netCDF4
+        from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK
+
+        with NETCDF4_PYTHON_LOCK:
+            with netCDF4.Dataset(self.path, "r") as nc:
+                var = nc.variables[self.name]
+                var.set_auto_maskandscale(False)
+                return np.asarray(var[key], dtype=self.dtype)
+
+
+def _lazy_layers(ds: xr.Dataset, path: Path, chunks: dict) -> xr.Dataset:
+    """``ds`` (opened lazily, already checked) with its layers as dask arrays that read
+    the file per chunk (one chunk per file unless ``chunks`` splits a dim), everything
+    else in memory, and the file closed."""
+    import dask.array as da
+
+    out = ds.copy()
+    for name, var in ds.variables.items():
+        if var.attrs.get("role") == "layer":
+            sizes = tuple(chunks.get(d, -1) for d in var.dims)
+            stored = _StoredVariable(path, name, var.shape, var.dtype)
+            out[name] = xr.Variable(var.dims, da.from_array(stored, chunks=sizes, lock=False,
+                                                            asarray=False, name=False),
+                                    var.attrs)
+        else:
+            out[name] = var.load()  # metrics and coordinates are small: read here
+    ds.close()
+    return out
 
 
 def _warn_unchecked(paths: list[Path]) -> None:
