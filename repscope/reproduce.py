@@ -1,19 +1,27 @@
 """Layer similarity during meta-learning: train (if needed), record, analyse, report.
 
 ``python analyses/layer_similarity.py`` (also ``repscope layer-similarity``) runs this
-module's :func:`main`; ``--help`` lists every option. With no arguments it runs the quick
-end-to-end path from a fresh checkout:
+module's :func:`main`; ``--help`` lists every option. With no arguments it runs the
+default ``small`` path from a fresh checkout (F1 and F3 answered in minutes):
 
-1. ``python -m repscope.training.maml --preset quick --out runs/quick`` (skipped when
-   ``runs/quick/checkpoints`` holds the last step; resumed with ``--resume`` when it
+1. ``python -m repscope.training.maml --preset small --out runs/small`` (skipped when
+   ``runs/small/checkpoints`` holds the last step; resumed with ``--resume`` when it
    holds earlier ones);
-2. ``python -m repscope.training.record --run runs/quick --checkpoints all --tasks 8
-   --inner-steps 0,1,5,10 --eval-tasks 100`` (skipped when ``runs/quick/activations`` holds records);
-3. ``python -m repscope.training.supervised --out runs/mnist`` (skipped when its records and
-   ``summary.json`` exist);
+2. ``python -m repscope.training.record --run runs/small --checkpoints all --tasks 5
+   --inner-steps 0,1,2,5,10 --eval-tasks 100`` (skipped when ``runs/small/activations``
+   holds records);
+3. at the same time, on a second core, ``python -m repscope.training.supervised --out
+   runs/mnist`` (skipped when its records and ``summary.json`` exist);
 4. the analysis: figures 1a, 1b, 3, 4, 5 of the MAML run and figure 2 of the MNIST
    control as PNG + PDF with their values as netCDF in ``results/<run>/``, and
-   ``results/findings.md`` (claims F1-F3 with Student-t CIs over independent tasks).
+   ``results/findings.md`` (claims F1-F3 with Student-t CIs over independent tasks, and
+   the claims this preset cannot test).
+
+``--seeds N`` trains N seeds of the preset, each in ``runs/<preset>/seed_<s>``, one
+process per core (``--jobs``), and pools the findings over seeds
+(:func:`repscope.analyses.pipeline.analyse_seeds`). ``--preset omniglot-5way-cpu``
+trains 3 seeds of a 5-way preset whose accuracy levels off, so that every claim can be
+tested (about an hour on 2 cores). ``--preset quick`` is a smoke test.
 
 ``--preset medium`` runs the same stages in the paper's regime (the training preset
 ``medium``: 20-way 1-shot, 5 inner steps, second order on the small archives; every
