@@ -247,6 +247,9 @@ def record_checkpoint(model, probe, config, rec: RecordConfig, tasks, probe_set,
             continue
         qx, qy = queries[t]
         with torch.no_grad():
+            if not torch.isfinite(net(px)).all():  # before the probe, which refuses them
+                raise _NonFiniteOutputs(f"task {t}, inner step {k}: NaN or infinite outputs "
+                                        "on the probe images")
             with probe.recording(checkpoint=step, task=t, inner_step=k, labels=py,
                                  image_ids=pids, role="probe", module=net):
                 net(px)
@@ -337,6 +340,10 @@ def _check_same_settings(out: Path, step: int, run_config: dict) -> None:
             f"{str(out)!r} already holds recordings made with other settings "
             f"({'; '.join(diff) or 'run configuration differs'}); one folder holds one "
             "setting, so record into another --out, or delete it")
+
+
+class _NonFiniteOutputs(TrainingError):
+    """An adapted network's outputs on the probe images are not finite."""
 
 
 def _refuse_non_finite(step: int, path, what: str) -> None:
@@ -452,7 +459,11 @@ def _record(run_dir, rec, out, log, group, config, saved, steps, done, test, mod
     for step in bar:
         load_meta_parameters(model, saved[step])
         _check_finite_weights(model, step, saved[step])
-        ds = record_checkpoint(model, probe, config, rec, tasks, probe_set, eval_episodes, step, run_config)
+        try:
+            ds = record_checkpoint(model, probe, config, rec, tasks, probe_set, eval_episodes,
+                                   step, run_config)
+        except _NonFiniteOutputs as err:
+            _refuse_non_finite(step, saved[step], f"its network's outputs are not finite ({err})")
         _check_finite_record(ds, step, saved[step])
         # overwrite: a file of this step is there only when it failed verification
         write_checkpoint(out, ds, compress=rec.compress, overwrite=True)

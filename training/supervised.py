@@ -210,15 +210,13 @@ def train_and_record(config: SupervisedConfig, out: Path, data: dict, log=None) 
     for step in steps:
         if step in record_at:
             with torch.no_grad():
-                if step in done:
-                    logits = model(probe_x)
-                else:
-                    with probe.recording(checkpoint=step, labels=probe_y,
-                                         image_ids=data["probe_ids"], role="probe"):
-                        logits = model(probe_x)
-            if not torch.isfinite(logits).all():
-                probe.clear()
+                logits = model(probe_x)
+            if not torch.isfinite(logits).all():  # before the probe, which refuses them
                 _diverged(step, "the network's outputs on the probe images are not finite", out)
+            if step not in done:
+                with torch.no_grad(), probe.recording(checkpoint=step, labels=probe_y,
+                                                      image_ids=data["probe_ids"], role="probe"):
+                    model(probe_x)
             acc = (logits.argmax(1) == probe_y).double().mean().item()
             accuracy_by_step[step] = acc
             if step not in done:
