@@ -231,7 +231,7 @@ _GROUPS = {
 }
 
 
-def _parser(preset: str = "quick") -> argparse.ArgumentParser:
+def _parser(preset: str = "small") -> argparse.ArgumentParser:
     """The command line, its defaults shown as ``preset`` resolves them."""
     runs = {"action": "append", "type": Path, "metavar": "DIR"}
     arguments = {name: {"help": text} for name, text in _ANALYSIS_HELP.items()}
@@ -791,8 +791,9 @@ def main(argv=None) -> int:
     ...
     0
     """
-    preset = peek(argv, "--preset", "quick")
-    args = _parser(preset if preset in REPRODUCTIONS else "quick").parse_args(argv)
+    default = LayerSimilarityOptions().preset
+    preset = peek(argv, "--preset", default)
+    args = _parser(preset if preset in REPRODUCTIONS else default).parse_args(argv)
     try:
         opts = LayerSimilarityOptions(**given(args, LayerSimilarityOptions))
         if opts.redraw and not args.show_config:
