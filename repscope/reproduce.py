@@ -231,8 +231,10 @@ _GROUPS = {
 }
 
 
-def _parser(preset: str = "small") -> argparse.ArgumentParser:
-    """The command line, its defaults shown as ``preset`` resolves them."""
+def _parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The command line, its defaults shown as ``preset`` (none: the default preset)
+    resolves them."""
+    preset = preset or LayerSimilarityOptions().preset
     runs = {"action": "append", "type": Path, "metavar": "DIR"}
     arguments = {name: {"help": text} for name, text in _ANALYSIS_HELP.items()}
     arguments["figure_measures"].update(action="append", type=str, metavar="FIG=M1,M2")
@@ -791,9 +793,8 @@ def main(argv=None) -> int:
     ...
     0
     """
-    default = LayerSimilarityOptions().preset
-    preset = peek(argv, "--preset", default)
-    args = _parser(preset if preset in REPRODUCTIONS else default).parse_args(argv)
+    preset = peek(argv, "--preset")
+    args = _parser(preset if preset in REPRODUCTIONS else None).parse_args(argv)
     try:
         opts = LayerSimilarityOptions(**given(args, LayerSimilarityOptions))
         if opts.redraw and not args.show_config:
