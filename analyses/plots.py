@@ -70,6 +70,13 @@ def _legend_outside(ax, title: str) -> None:
               bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
+def _as_change(da: xr.DataArray) -> tuple[xr.DataArray, bool]:
+    """A similarity as ``1 - similarity`` (up = more change, as dissimilarities read),
+    and whether it was flipped."""
+    flip = da.attrs.get("direction") == "similarity"
+    return (1 - da if flip else da), flip
+
+
 def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "linear",
                as_change: bool = False, band: str = "std", xlabel: str = "meta-training step"):
     """Per measure one panel, per layer a line: the mean over tasks with a band where
@@ -78,10 +85,7 @@ def _band_axes(fig: Figure, res: xr.Dataset, x: str, title: str, yscale: str = "
     names = _measures(res)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
-        da = res[name]
-        flip = as_change and da.attrs.get("direction") == "similarity"
-        if flip:
-            da = 1 - da
+        da, flip = _as_change(res[name]) if as_change else (res[name], False)
         for layer in da["layer"].values:
             d = da.sel(layer=layer)
             xs = d[x].values
@@ -342,21 +346,21 @@ def plot_seed_spread(res: xr.Dataset, inner_step: int | None = None) -> Figure:
         inner_step = int(res["inner_step"].values[-1]) if inner_step is None else inner_step
         res = res.sel(inner_step=inner_step)
     names = _measures(res)
-    fig = Figure(figsize=(5 * len(names), 4), layout="constrained")
+    fig = Figure(figsize=(5 * len(names) + 1, 4), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     seeds = [int(s) for s in res["seed"].values]
     for ax, name in zip(axes, names):
-        da = res[name]
+        da, flip = _as_change(res[name])
         for layer in da["layer"].values:
             d = da.sel(layer=layer)
             xs = d["checkpoint"].values
             line, = ax.plot(xs, d.mean("seed"), marker=".", lw=2, label=str(layer))
             for s in seeds:
                 ax.plot(xs, d.sel(seed=s), lw=0.8, alpha=0.45, color=line.get_color())
-        ax.set_xlabel("checkpoint")
-        ax.set_ylabel(_LABEL.get(name, name))
+        step_axis(ax, da["checkpoint"].values)
+        ax.set_ylabel(("1 - " if flip else "") + _LABEL.get(name, name) + " (up: more change)")
         ax.grid(alpha=0.3)
-    axes[-1].legend(title="layer", fontsize="small")
+    _legend_outside(axes[-1], "layer")
     which = str(res.attrs.get("figure", "")).replace("_seeds", "") or "?"
     fig.suptitle(f"Fig. {which} over {len(seeds)} seeds ({', '.join(map(str, seeds))})\nthin: each seed's "
                  "mean over tasks; thick: mean over seeds")
