@@ -36,7 +36,7 @@ from .plateau import gap_pairs
 from .task_units import CI_UNITS
 from .uncertainty import BANDS
 
-__all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "analyse_seeds", "redraw", "summarize",
+__all__ = ["AnalysisConfig", "analyse_maml", "analyse_supervised", "analyse_seed", "analyse_seeds", "redraw", "summarize",
            "check_record", "record_kind", "is_supervised", "is_miniimagenet"]
 
 FIGURES = ("1a", "1b", "2", "3", "4", "5", "6")
@@ -461,8 +461,57 @@ def _seed_record(what: str, record) -> xr.Dataset:
         raise AnalysisError(f"Cannot read the activation record of {what} ({record}): {err}") from None
 
 
+def analyse_seed(seed: int, record, cfg: AnalysisConfig, out: Path, supervised: xr.Dataset | None = None,
+                 source: str | None = None) -> dict:
+    """One seed of :func:`analyse_seeds` alone: its figures and ``findings.md`` in ``out/seed_<seed>/``.
+
+    ``analyse_seeds(..., analysed={seed: result})`` pools what this returns without
+    analysing the seed again, so seeds can be analysed as their records appear.
+
+    Parameters
+    ----------
+    seed : int
+    record : path or xarray.Dataset
+        The seed's run folder (or its ``activations/`` folder) or its opened record.
+    cfg : AnalysisConfig
+    out : path
+        The output folder of :func:`analyse_seeds` (this seed writes into ``seed_<seed>/``).
+    supervised : xarray.Dataset, optional
+        Figure 2's values of the supervised control (``analyse_supervised(...)["supervised"]``),
+        for F1's supervised line.
+    source : str, optional
+        Where the record came from, for the files' provenance (default: ``record`` when
+        it is a path).
+
+    Returns
+    -------
+    dict
+        As :func:`analyse_maml`, with ``findings`` ({measure: assess result}).
+
+    Raises
+    ------
+    AnalysisError
+        An unreadable record, the supervised control's record, or a record holding
+        non-finite cells (the message starts "its record is unusable").
+    """
+    ds = _seed_record(f"seed {seed}", record)
+    if is_supervised(ds):
+        raise AnalysisError(f"records[{seed}] is the supervised control; pass it as mnist=")
+    try:
+        check_record(ds)
+    except AnalysisError as err:
+        raise AnalysisError(f"its record is unusable: {err}") from None
+    if source is None:
+        source = str(record) if not isinstance(record, xr.Dataset) else f"seed {seed}"
+    res = analyse_maml(ds, cfg, Path(out) / f"seed_{seed}", source)
+    res["findings"] = _assess_run(ds, res, supervised, cfg)
+    text = "\n".join(findings_markdown(r, title=f"Findings: seed {seed}, {m}") for m, r in res["findings"].items())
+    res["files"].append(save_text(text, Path(out) / f"seed_{seed}" / "findings.md"))
+    return res
+
+
 def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict | None = None,
-                  mnist=None) -> dict:
+                  mnist=None, analysed: dict | None = None, supervised: dict | None = None) -> dict:
     """One configuration trained with several seeds: each seed's results, verdicts pooled over seeds.
 
     Every seed's record is analysed as :func:`analyse_maml` and
@@ -492,6 +541,11 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
     mnist : path or xarray.Dataset, optional
         The supervised control's record: figure 2 in ``out/<name>/`` (``out/mnist/`` for
         a Dataset) and F1's supervised line in every seed's findings.
+    analysed : dict of {int: dict}, optional
+        Seeds already analysed by :func:`analyse_seed` (same ``cfg`` and ``out``, and the
+        same supervised values): their results are pooled as they are.
+    supervised : dict, optional
+        ``analyse_supervised``'s result for ``mnist``, when it was analysed already.
 
     Returns
     -------
@@ -531,6 +585,7 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
     # Findings over seeds: rsa
     """
     failed = dict(failed or {})
+    analysed = dict(analysed or {})
     for s in [*records, *failed]:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
             raise AnalysisError(f"seed {s!r} is not allowed; expected a whole number >= 0")
@@ -539,6 +594,9 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
         raise AnalysisError(f"seeds {both} are given both as records and as failed; give each seed once")
     if not records:
         raise AnalysisError("No seed records to analyse" + (f"; every seed failed: {failed}" if failed else ""))
+    stray = sorted(set(analysed) - set(records))
+    if stray:
+        raise AnalysisError(f"analysed seeds {stray} have no record; give each analysed seed's record too")
     requested = sorted({int(s) for s in [*records, *failed]})
     failed = {int(s): str(r) for s, r in failed.items()}
     opened = {int(s): _seed_record(f"seed {s}", r) for s, r in sorted(records.items())}
@@ -546,6 +604,8 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
     for s, ds in list(opened.items()):
         if is_supervised(ds):
             raise AnalysisError(f"records[{s}] is the supervised control; pass it as mnist=")
+        if s in analysed:
+            continue
         try:
             check_record(ds)
         except AnalysisError as err:
@@ -553,23 +613,21 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
             del opened[s]
     if not opened:
         raise AnalysisError(f"No usable seed record; every seed failed: {failed}")
-    mnist_ds = _seed_record("the supervised control (mnist)", mnist) if mnist is not None else None
 
     out = Path(out)
-    files, supervised = [], None
-    if mnist_ds is not None:
+    files, values = [], None
+    if supervised is not None:
+        values, files = supervised["supervised"], files + supervised["files"]
+    elif mnist is not None:
+        mnist_ds = _seed_record("the supervised control (mnist)", mnist)
         name = Path(mnist).name if not isinstance(mnist, xr.Dataset) else "mnist"
         sup = analyse_supervised(mnist_ds, cfg, out / name, str(mnist) if not isinstance(mnist, xr.Dataset) else "")
-        supervised, files = sup["supervised"], files + sup["files"]
+        values, files = sup["supervised"], files + sup["files"]
     seeds = {}
     for s, ds in opened.items():
-        source = str(records[s]) if not isinstance(records[s], xr.Dataset) else f"seed {s}"
-        res = analyse_maml(ds, cfg, out / f"seed_{s}", source)
-        res["findings"] = _assess_run(ds, res, supervised, cfg)
-        text = "\n".join(findings_markdown(r, title=f"Findings: seed {s}, {m}") for m, r in res["findings"].items())
-        res["files"].append(save_text(text, out / f"seed_{s}" / "findings.md"))
-        files += res["files"]
-        seeds[s] = res
+        seeds[s] = analysed[s] if s in analysed else analyse_seed(s, ds, cfg, out, values, source=(
+            str(records[s]) if not isinstance(records[s], xr.Dataset) else f"seed {s}"))
+        files += seeds[s]["files"]
     pooled = {m: pool_findings({s: r["findings"][m] for s, r in seeds.items()}, failed=failed,
                                requested=requested) for m in cfg.measures}
     for key, fig in (("inner", "1a_seeds"), ("meta", "1b_seeds")):
@@ -582,6 +640,6 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
                      + [replication_markdown(p, title=f"Findings over seeds: {m}", links=links)
                         for m, p in pooled.items()])
     path = save_text(text, out / "findings.md")
-    return {"seeds": seeds, "failed": failed, "pooled": pooled, "supervised": supervised,
+    return {"seeds": seeds, "failed": failed, "pooled": pooled, "supervised": values,
             "findings": path, "files": files + [path]}
 

@@ -69,6 +69,7 @@ from .analyses.rdms import RDM_METHODS
 from .analyses.saving import save_text, writing_results
 from .analyses.task_units import CI_UNITS
 from .analyses.uncertainty import BANDS
+from .jobs import Job, run_jobs
 from .training.checkpoint import load_run, training_state_path
 from .training.cli import arg, build_parser, given, peek, print_config, setting, wrote
 from .training.config import get_preset
@@ -174,8 +175,9 @@ class LayerSimilarityOptions:
                                    "analysed alone, and the findings pooled with the seeds as "
                                    "the top unit (none: the preset's, 3 for omniglot-5way-cpu, "
                                    "else 1).")
-    jobs: Optional[int] = setting(None, "Training and recording processes at once (none: one "
-                                  "per core, at most one per seed).")
+    jobs: Optional[int] = setting(None, "Cores for training and recording: stages at once (none: "
+                                  "one per core, at most one per seed); the last recording "
+                                  "spreads over the cores it finds free.")
     run: list = setting(help="Existing run folder (or its activations/ folder) to analyse, "
                         "its kind (maml or supervised) read from the record; repeatable.",
                         default_factory=list)
@@ -400,23 +402,63 @@ def _trainable(stages: dict, data) -> list[str]:
 def _train_and_record_one(name: str, out: Path, stages: dict, extra: list[str], run,
                           seed: int | None = None, quiet: bool = False) -> Path:
     """Train (or resume) and record the run of training preset ``name`` in ``out``."""
-    label = name if seed is None else f"{name} seed {seed}"
-    seed_args = [] if seed is None else ["--seed", str(seed)]
-    quiet_args = ["--no-progress"] if quiet else []
+    _train_one(name, out, extra, run, seed, quiet)
+    return _record_one(name, out, stages, extra, run, seed, quiet)
+
+
+def _label(name: str, seed: int | None) -> str:
+    return name if seed is None else f"{name} seed {seed}"
+
+
+def _train_one(name: str, out: Path, extra: list[str], run, seed: int | None = None,
+               quiet: bool = False) -> Path:
+    """Train (or resume) the run of training preset ``name`` in ``out``, unless it is done."""
+    label = _label(name, seed)
     state = training_state(out)
     if state == "done":
         print(f"{_LOG} skip training {label}: checkpoints exist in {out}", flush=True)
-    else:
-        resume = ["--resume"] if state == "partial" else []
-        run([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out",
-             str(out)] + seed_args + resume + quiet_args + extra,
-            f"train {label}" + (" (resume)" if resume else ""))
-    if _has(out / "activations", "checkpoint_*.nc"):
-        print(f"{_LOG} skip recording {label}: {out / 'activations'} exists", flush=True)
-    else:
-        run([sys.executable, "-m", "repscope.training.record", "--run", str(out),
-             *stages["record"]] + quiet_args + extra, f"record {label}")
+        return out
+    resume = ["--resume"] if state == "partial" else []
+    run([sys.executable, "-m", "repscope.training.maml", "--preset", name, "--out", str(out)]
+        + ([] if seed is None else ["--seed", str(seed)]) + resume
+        + (["--no-progress"] if quiet else []) + extra,
+        f"train {label}" + (" (resume)" if resume else ""))
     return out
+
+
+def _record_one(name: str, out: Path, stages: dict, extra: list[str], run,
+                seed: int | None = None, quiet: bool = False, width: int = 1) -> Path:
+    """Record the checkpoints of ``out`` that ``stages`` select and its record lacks, with
+    ``width`` processes (``torchrun`` ranks when more than one)."""
+    label = _label(name, seed)
+    if _recorded(out, stages["record"]):
+        print(f"{_LOG} skip recording {label}: {out / 'activations'} holds every checkpoint",
+              flush=True)
+        return out
+    ranks = ([] if width == 1 else
+             ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={width}"])
+    # "--" ends torchrun's own options: its --run-path would take record's --run
+    run([sys.executable, *ranks, "-m", "repscope.training.record"] + (["--"] if ranks else [])
+        + ["--run", str(out), *stages["record"]] + (["--no-progress"] if quiet else []) + extra,
+        f"record {label}" + (f" ({width} processes)" if ranks else ""))
+    return out
+
+
+def _recorded(out: Path, record: tuple) -> bool:
+    """Whether ``out/activations`` holds a file for every checkpoint that the record
+    options ``record`` select from the run's saved checkpoints (an interrupted
+    recording is resumed, not taken as done)."""
+    from .probes import existing_checkpoints
+    from .training.record import select_checkpoints
+
+    try:
+        _, saved = load_run(out)
+        spec = record[record.index("--checkpoints") + 1] if "--checkpoints" in record else "all"
+        wanted = select_checkpoints(spec, list(saved))
+    except (TrainingError, ValueError):  # no run, or no such checkpoints: the recorder says
+        return False
+    activations = out / "activations"
+    return activations.is_dir() and set(wanted) <= set(existing_checkpoints(activations))
 
 
 def _supervised_stage(mnist: Path, extra: list[str], run, quiet: bool = False) -> Path:
@@ -497,13 +539,18 @@ def seed_folder(runs_dir: Path, name: str, seed: int) -> Path:
 
 
 def train_seeds(preset: str, runs_dir: Path, seeds, jobs: int, data: Path | None = None,
-                device: str | None = None, run=None) -> tuple[dict, dict, Path]:
+                device: str | None = None, run=None, analyse=None,
+                analyse_control=None) -> tuple[dict, dict, Path]:
     """Train and record every seed of reproduction ``preset``, ``jobs`` processes at once.
 
     Each seed's run lives in its own folder (:func:`seed_folder`) and goes through the
     stages of :func:`train_and_record` on its own, so an interrupted seed resumes and a
-    finished one is skipped. The supervised MNIST control is one more job. With more
-    than one job, each stage writes its output to ``<run folder>.log`` instead of the
+    finished one is skipped. The stages are jobs of :func:`repscope.jobs.run_jobs`: the
+    supervised MNIST control first, then every seed's training, then each recording as
+    soon as its training is done and a core is free; a recording that finds several
+    cores free and nothing else to start (on the CPU: the last seed's) runs as that
+    many ``torchrun`` ranks, which write the record one process writes. With more than
+    one job, each stage writes its output to ``<run folder>.log`` instead of the
     terminal (no progress bars). A seed whose stage fails does not stop the others.
 
     Parameters
@@ -515,17 +562,25 @@ def train_seeds(preset: str, runs_dir: Path, seeds, jobs: int, data: Path | None
     seeds : sequence of int
         Distinct seeds (:func:`parse_seeds`).
     jobs : int
-        Stages run at once, each a process (at least 1, at most one per seed).
+        Cores to use (at least 1, at most one per seed): stages run at once, each a
+        process, a recording over torchrun ranks counting each rank.
     data, device
         As :func:`train_and_record`.
     run : callable, optional
         ``run(command, what, log)`` runs one stage's command line; ``log`` is a path for
         its output, or None for the terminal (default: as a process).
+    analyse : callable, optional
+        ``analyse(name, seed, folder)`` analyses one seed's run as soon as it is recorded
+        (in this process, one analysis at a time, after ``analyse_control``); an
+        :class:`~repscope.analyses.errors.AnalysisError` it raises fails that seed.
+    analyse_control : callable, optional
+        ``analyse_control(folder)`` analyses the supervised control once it is trained.
 
     Returns
     -------
     runs : dict of {str: dict of {int: pathlib.Path}}
-        Per training preset, each seed whose stages finished and its run folder.
+        Per training preset, each seed whose stages (with ``analyse``: and analysis)
+        finished and its run folder.
     failed : dict of {str: dict of {int: str}}
         Per training preset, each seed whose stages failed and what failed.
     mnist : pathlib.Path
@@ -537,16 +592,14 @@ def train_seeds(preset: str, runs_dir: Path, seeds, jobs: int, data: Path | None
     >>> with tempfile.TemporaryDirectory() as d:
     ...     runs, failed, mnist = train_seeds("quick", Path(d), (0, 1), 1,
     ...                                       run=lambda cmd, what, log: print(what))
-    train quick seed 0
-    record quick seed 0
-    train quick seed 1
-    record quick seed 1
     train the supervised MNIST control
+    train quick seed 0
+    train quick seed 1
+    record quick seed 0
+    record quick seed 1
     >>> sorted(runs["quick"]), failed
     ([0, 1], {'quick': {}})
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     run = run or _stage
     stages = REPRODUCTIONS[preset]
     extra = _data_args(data) + (["--device", device] if device else [])
@@ -558,33 +611,42 @@ def train_seeds(preset: str, runs_dir: Path, seeds, jobs: int, data: Path | None
 
     work = [(name, seed) for name in _trainable(stages, data) for seed in seeds]
     mnist = Path(runs_dir) / "mnist"
-
-    def one(item):
-        if item is None:
-            return _supervised_stage(mnist, extra, logged(mnist), quiet)
-        name, seed = item
-        out = seed_folder(runs_dir, name, seed)
-        return _train_and_record_one(name, out, stages, extra, logged(out), seed, quiet)
-
-    items = work + [None]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each stage is a process
-        futures = [pool.submit(one, item) for item in items]
+    folder = {item: seed_folder(runs_dir, *item) for item in work}
+    # The short control first, then every training, then the recordings: the last
+    # recording finds the other cores free and spreads over them (torchrun ranks).
+    # Analyses run in this process, one at a time, as their records appear.
+    plan = ([Job("mnist", lambda width: _supervised_stage(mnist, extra, logged(mnist), quiet))]
+             + [Job(("train", item), lambda width, item=item: _train_one(
+                 item[0], folder[item], extra, logged(folder[item]), item[1], quiet))
+                for item in work]
+             + [Job(("record", item), lambda width, item=item: _record_one(
+                 item[0], folder[item], stages, extra, logged(folder[item]), item[1], quiet,
+                 width), after=(("train", item),), wide=device in (None, "cpu"))
+                for item in work])
+    if analyse_control is not None:
+        plan.append(Job("analyse mnist", lambda width: analyse_control(mnist),
+                         after=("mnist",), lane="analysis"))
+    if analyse is not None:
+        plan += [Job(("analyse", item), lambda width, item=item: analyse(*item, folder[item]),
+                      after=(("record", item),) + (("analyse mnist",) if analyse_control else ()),
+                      lane="analysis") for item in work]
+    outcomes = run_jobs(plan, jobs)
+    if not outcomes["mnist"].ok:
+        raise outcomes["mnist"].error
     runs = {name: {} for name in dict.fromkeys(n for n, _ in work)}
     failed = {name: {} for name in runs}
-    for item, future in zip(items, futures):
-        err = future.exception()
-        if item is None:
-            if err is not None:
-                raise err
-            continue
-        name, seed = item
-        if err is None:
-            runs[name][seed] = future.result()
-        elif isinstance(err, AnalysisError):
-            failed[name][seed] = str(err)
-            print(f"{_LOG} {name} seed {seed} failed: {err}", flush=True)
+    if analyse_control is not None and not outcomes["analyse mnist"].ok:
+        raise outcomes["analyse mnist"].error
+    last = "analyse" if analyse is not None else "record"
+    for name, seed in work:
+        done = outcomes[(last, (name, seed))]
+        if done.ok:
+            runs[name][seed] = folder[(name, seed)]
+        elif isinstance(done.error, AnalysisError):
+            failed[name][seed] = str(done.error)
+            print(f"{_LOG} {name} seed {seed} failed: {done.error}", flush=True)
         else:
-            raise err
+            raise done.error
     return runs, failed, mnist
 
 
@@ -726,22 +788,42 @@ def _longer(preset: str) -> str:
 
 
 def _analyse_seeds(opts: LayerSimilarityOptions, cfg: AnalysisConfig, seeds, jobs) -> Path:
-    """Train and record every seed, analyse each alone and pooled; write findings.md."""
+    """Train and record every seed, analyse each alone as soon as it is recorded (beside
+    the other seeds' stages), pool them; write findings.md."""
+    from .analyses.pipeline import analyse_seed
+
+    control, analysed = {}, {}
+
+    def analyse_control(mnist: Path):  # figure 2 beside the first training preset's seeds
+        print(f"{_LOG} analyse the supervised control {mnist}", flush=True)
+        first = REPRODUCTIONS[opts.preset]["train"][0]
+        control["result"] = analyse_supervised(_open(mnist), cfg,
+                                               opts.results / first / mnist.name, str(mnist))
+
+    def analyse(name: str, seed: int, folder: Path):
+        print(f"{_LOG} analyse {name} seed {seed}", flush=True)
+        supervised = control["result"]["supervised"] if control else None
+        analysed.setdefault(name, {})[seed] = analyse_seed(seed, folder, cfg,
+                                                           opts.results / name, supervised)
+
     runs, failed, mnist_run = train_seeds(opts.preset, opts.runs_dir, seeds, jobs, opts.data,
-                                          cfg.device)
+                                          cfg.device, analyse=analyse,
+                                          analyse_control=analyse_control)
     t0 = time.time()
     texts = []
     for name, records in runs.items():
         if not records:
             raise AnalysisError(f"Every seed of {name} failed: {failed[name]}")
         res = analyse_seeds(records, cfg, opts.results / name, failed=failed[name],
-                            mnist=mnist_run)
+                            mnist=mnist_run, analysed=analysed.get(name),
+                            supervised=control.get("result"))
         texts.append(f"# {name}: {len(records)} of {len(seeds)} seeds\n\n"
                      + Path(res["findings"]).read_text())
     summary = "\n".join(texts) + _longer(opts.preset)
     path = save_text(summary, opts.results / "findings.md")
     print(summary)
-    print(f"{_LOG} analysis took {time.time() - t0:.0f} s; findings in {Path(path).resolve()}")
+    print(f"{_LOG} pooling the seeds took {time.time() - t0:.0f} s; findings in "
+          f"{Path(path).resolve()}")
     return opts.results
 
 

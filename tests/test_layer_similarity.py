@@ -139,8 +139,9 @@ def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(
     ck.mkdir(parents=True)
     (tmp_path / "quick" / "config.json").write_text('{"steps": 1000}')
     (ck / "step_00000500.pt").write_bytes(b"")
-    (tmp_path / "quick" / "activations").mkdir()
-    (tmp_path / "quick" / "activations" / "checkpoint_00000000.nc").write_bytes(b"")
+    activations = tmp_path / "quick" / "activations"
+    activations.mkdir()
+    (activations / "checkpoint_00000500.nc").write_bytes(b"")
     (tmp_path / "mnist" / "activations").mkdir(parents=True)
     (tmp_path / "mnist" / "activations" / "checkpoint_00000000.nc").write_bytes(b"")
     (tmp_path / "mnist" / "summary.json").write_text("{}")
@@ -148,7 +149,12 @@ def test_orchestration_runs_only_missing_stages_with_the_contract_command_lines(
     reproduce.train_and_record("quick", tmp_path)
     assert calls == [["-m", "repscope.training.maml", "--preset", "quick", "--out", str(tmp_path / "quick"),
                       "--resume", "--data", "/data"]]
+    # training done, a checkpoint not yet recorded: the recording resumes
     (ck / "step_00001000.pt").write_bytes(b"")
+    calls.clear()
+    reproduce.train_and_record("quick", tmp_path)
+    assert [c[:2] for c in calls] == [["-m", "repscope.training.record"]]
+    (activations / "checkpoint_00001000.nc").write_bytes(b"")
     calls.clear()
     reproduce.train_and_record("quick", tmp_path)
     assert calls == []
