@@ -493,6 +493,27 @@ def analyse_seed(seed: int, record, cfg: AnalysisConfig, out: Path, supervised: 
     AnalysisError
         An unreadable record, the supervised control's record, or a record holding
         non-finite cells (the message starts "its record is unusable").
+
+    Examples
+    --------
+    A tiny made-up record (one conv layer and the head, random values), analysed alone
+    and then pooled with a second seed without analysing it again:
+
+    >>> import tempfile
+    >>> def record(seed):
+    ...     x = np.random.default_rng(seed).normal(size=(2, 4, 2, 5, 6))  # checkpoint, task, step, stimulus, unit
+    ...     return xr.Dataset({n: (("checkpoint", "task", "inner_step", "stimulus", f"unit_{n}"), x, {"role": "layer"})
+    ...                        for n in ("conv1", "head")},
+    ...                       coords={"checkpoint": [0, 10], "task": range(4), "inner_step": [0, 1]},
+    ...                       attrs={"layers": '["conv1", "head"]',
+    ...                              "config": json.dumps({"kind": "maml", "run": {"seed": seed}})})
+    >>> cfg, out = AnalysisConfig(measures=("rsa",), formats=("png",)), Path(tempfile.mkdtemp())
+    >>> first = analyse_seed(0, record(0), cfg, out)
+    >>> sorted(first["findings"]), first["files"][-1].relative_to(out).as_posix()
+    (['rsa'], 'seed_0/findings.md')
+    >>> res = analyse_seeds({0: record(0), 1: record(1)}, cfg, out, analysed={0: first})
+    >>> res["seeds"][0] is first
+    True
     """
     ds = _seed_record(f"seed {seed}", record)
     if is_supervised(ds):

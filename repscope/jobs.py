@@ -24,18 +24,25 @@ class Job:
 
     Attributes
     ----------
-    key : hashable
-        Names the job in the outcomes and in other jobs' ``after``.
+    key : object
+        Names the job (hashable) in the outcomes and in other jobs' ``after``.
     work : callable
         ``work(width)`` does the job with ``width`` processes (1 unless ``wide``); what
         it returns is the outcome's value, what it raises the outcome's error.
-    after : tuple of hashable
+    after : tuple
         Keys of jobs given earlier that must succeed first; when one fails, this job is
         skipped.
     wide : bool
         May take every free core when nothing else is ready to start.
-    lane : hashable, optional
+    lane : object, optional
         Jobs of one lane run one at a time (e.g. those that share one process's state).
+
+    Examples
+    --------
+    >>> record = Job(("record", 0), lambda width: f"{width} processes", after=(("train", 0),),
+    ...              wide=True)
+    >>> record.after, record.work(2)
+    ((('train', 0),), '2 processes')
     """
 
     key: Hashable
@@ -48,7 +55,15 @@ class Job:
 @dataclass(frozen=True)
 class Outcome:
     """How a job ended: ``value`` when it succeeded, else ``error`` (what it raised, or,
-    when it was skipped, what its prerequisite raised) and ``skipped``."""
+    when it was skipped, what its prerequisite raised) and ``skipped``; ``width``: the
+    processes it was given (0 when skipped).
+
+    Examples
+    --------
+    >>> out = run_jobs([Job("a", lambda width: 1 / 0), Job("b", print, after=("a",))], cores=1)
+    >>> out["a"].ok, type(out["b"].error).__name__, out["b"].skipped, out["b"].width
+    (False, 'ZeroDivisionError', True, 0)
+    """
 
     value: Any = None
     error: Optional[BaseException] = None
@@ -72,8 +87,8 @@ def run_jobs(jobs, cores: int) -> dict:
 
     Returns
     -------
-    dict of {key: Outcome}
-        Every job's outcome, in the order given. One job's error does not stop the
+    dict
+        Every job's :class:`Outcome` by its key, in the order given. One job's error does not stop the
         others (only those that need it).
 
     Examples

@@ -17,11 +17,12 @@ default ``small`` path from a fresh checkout (F1 and F3 answered in minutes):
    ``results/findings.md`` (claims F1-F3 with Student-t CIs over independent tasks, and
    the claims this preset cannot test).
 
-``--seeds N`` trains N seeds of the preset, each in ``runs/<preset>/seed_<s>``, one
-process per core (``--jobs``), and pools the findings over seeds
+``--seeds N`` trains N seeds of the preset, each in ``runs/<preset>/seed_<s>``, on every
+core (``--jobs``; :func:`train_seeds` says how the stages share them), analyses each
+seed as soon as it is recorded and pools the findings over seeds
 (:func:`repscope.analyses.pipeline.analyse_seeds`). ``--preset omniglot-5way-cpu``
 trains 3 seeds of a 5-way preset whose accuracy levels off, so that every claim can be
-tested (about an hour on 2 cores). ``--preset quick`` is a smoke test.
+tested (under an hour on 2 cores). ``--preset quick`` is a smoke test.
 
 ``--preset medium`` runs the same stages in the paper's regime (the training preset
 ``medium``: 20-way 1-shot, 5 inner steps, second order on the small archives; every
@@ -140,7 +141,7 @@ REPRODUCTIONS = {
               "analysis": {},
               "longer": "F2 and the Figure-3 statement need a run whose held-out accuracy "
                         "levels off: python analyses/layer_similarity.py --preset "
-                        "omniglot-5way-cpu (3 seeds, about an hour on 2 cores)"},
+                        "omniglot-5way-cpu (3 seeds, under an hour on 2 cores)"},
     "medium": _medium(),
     "omniglot-5way-cpu": _five_way_cpu(),
     "paper": {"train": ("omniglot-20way-1shot", "miniimagenet-5way-1shot"),
@@ -165,7 +166,7 @@ class LayerSimilarityOptions:
                           "F1 and F3 answered in minutes (20-way 1-shot, 2 inner steps, 5 "
                           "disjoint tasks); quick: a smoke test (1 inner step, 8 tasks); "
                           "omniglot-5way-cpu: every claim testable after a plateau, 3 seeds, "
-                          "about an hour on 2 CPU cores; medium: the paper's 20-way regime sized "
+                          "under an hour on 2 CPU cores; medium: the paper's 20-way regime sized "
                           "for 2 CPU cores; paper: the full reproduction (a GPU job; "
                           "Mini-ImageNet when its data are found). Run times are in the "
                           "reproduction guide.")
