@@ -617,20 +617,20 @@ def train_seeds(preset: str, runs_dir: Path, seeds, jobs: int, data: Path | None
     # recording finds the other cores free and spreads over them (torchrun ranks).
     # Analyses run in this process, one at a time, as their records appear.
     plan = ([Job("mnist", lambda width: _supervised_stage(mnist, extra, logged(mnist), quiet))]
-             + [Job(("train", item), lambda width, item=item: _train_one(
-                 item[0], folder[item], extra, logged(folder[item]), item[1], quiet))
-                for item in work]
-             + [Job(("record", item), lambda width, item=item: _record_one(
-                 item[0], folder[item], stages, extra, logged(folder[item]), item[1], quiet,
-                 width), after=(("train", item),), wide=device in (None, "cpu"))
-                for item in work])
+            + [Job(("train", item), lambda width, item=item: _train_one(
+                item[0], folder[item], extra, logged(folder[item]), item[1], quiet))
+               for item in work]
+            + [Job(("record", item), lambda width, item=item: _record_one(
+                item[0], folder[item], stages, extra, logged(folder[item]), item[1], quiet,
+                width), after=(("train", item),), wide=device in (None, "cpu"))
+               for item in work])
     if analyse_control is not None:
         plan.append(Job("analyse mnist", lambda width: analyse_control(mnist),
-                         after=("mnist",), lane="analysis"))
+                        after=("mnist",), lane="analysis"))
     if analyse is not None:
         plan += [Job(("analyse", item), lambda width, item=item: analyse(*item, folder[item]),
-                      after=(("record", item),) + (("analyse mnist",) if analyse_control else ()),
-                      lane="analysis") for item in work]
+                     after=(("record", item),) + (("analyse mnist",) if analyse_control else ()),
+                     lane="analysis") for item in work]
     outcomes = run_jobs(plan, jobs)
     if not outcomes["mnist"].ok:
         raise outcomes["mnist"].error
