@@ -53,9 +53,15 @@ def test_the_last_recording_takes_every_free_core_and_an_earlier_one_only_its_ow
     out = run_jobs([Job("train 0", job("train 0")), Job("train 1", train_1),
                     Job("rec 0", record_0, after=("train 0",), wide=True),
                     Job("rec 1", job("rec 1"), after=("train 1",), wide=True)], cores=2)
-    assert ("rec 0", 1) in log  # train 1 held the other core
-    assert ("rec 1", 2) in log  # nothing else left: both cores
-    assert out["rec 1"].width == 2 and out["rec 0"].width == 1
+    assert ("rec 0", 1) in log and out["rec 0"].width == 1  # train 1 held the other core
+    assert out["rec 1"].ok
+
+
+def test_a_wide_job_that_finds_every_core_free_takes_them_all():
+    log = []
+    job = _recorder(log)
+    run_jobs([Job("train", job("train")), Job("rec", job("rec"), after=("train",), wide=True)], cores=3)
+    assert log == [("train", 1), ("rec", 3)]
 
 
 def test_a_wide_job_leaves_a_core_to_a_job_that_is_ready_beside_it():
@@ -110,29 +116,41 @@ def test_bad_job_lists_are_refused_before_anything_runs(jobs, cores, message):
         run_jobs(jobs, cores)
 
 
-def test_the_driver_records_the_last_seed_over_torchrun_ranks(tmp_path):
-    """Three seeds on two cores: seed 2 trains alone while seeds 0 and 1 record; its
-    recording then finds both cores free and runs as two ranks."""
-    calls, recorded = [], threading.Event()
+def test_the_driver_plans_control_trainings_recordings_then_analyses(tmp_path, monkeypatch):
+    """The jobs the driver gives the scheduler: the control first, every training, each
+    recording after its training (wide: torchrun ranks when given more than one core),
+    each analysis after its record and the control's analysis, one at a time."""
+    plans, calls = [], []
+    real = reproduce.run_jobs
 
-    def run(cmd, what, log):
-        calls.append((what, cmd))
-        assert log is not None  # two jobs at once: each stage's output goes to its log file
-        if what == "train small seed 2":
-            assert recorded.wait(WAIT)
-        if what == "record small seed 1":
-            recorded.set()
+    def capture(plan, cores):
+        plans.append(list(plan))
+        return real(plan, 1)  # one core: a fixed order
 
-    runs, failed, _ = reproduce.train_seeds("small", tmp_path, (0, 1, 2), 2, run=run)
-    assert sorted(runs["small"]) == [0, 1, 2] and failed == {"small": {}}
-    records = {what: cmd for what, cmd in calls if what.startswith("record")}
-    assert set(records) == {"record small seed 0", "record small seed 1",
-                            "record small seed 2 (2 processes)"}
-    wide = records["record small seed 2 (2 processes)"]
+    monkeypatch.setattr(reproduce, "run_jobs", capture)
+    analysed = []
+    runs, failed, _ = reproduce.train_seeds(
+        "small", tmp_path, (0, 1), 2, run=lambda cmd, what, log: calls.append((what, cmd, log)),
+        analyse=lambda name, seed, folder: analysed.append((seed, folder)),
+        analyse_control=lambda folder: analysed.append(("control", folder)))
+    plan = {job.key: job for job in plans[0]}
+    assert [job.key for job in plans[0]] == [
+        "mnist", ("train", ("small", 0)), ("train", ("small", 1)), ("record", ("small", 0)),
+        ("record", ("small", 1)), "analyse mnist", ("analyse", ("small", 0)), ("analyse", ("small", 1))]
+    assert plan[("record", ("small", 1))].after == (("train", ("small", 1)),)
+    assert plan[("record", ("small", 1))].wide and not plan[("train", ("small", 1))].wide
+    assert plan[("analyse", ("small", 1))].after == (("record", ("small", 1)), "analyse mnist")
+    assert {plan[k].lane for k in plan if "analyse" in str(k)} == {"analysis"}
+    assert analysed[0][0] == "control" and [s for s, _ in analysed[1:]] == [0, 1]
+    assert sorted(runs["small"]) == [0, 1] and failed == {"small": {}}
+    assert all(log is not None for _, _, log in calls)  # two jobs: each stage logs to a file
+    # a recording given two cores runs as two torchrun ranks
+    calls.clear()
+    plan[("record", ("small", 1))].work(2)
+    (what, wide, _), = calls
+    assert what == "record small seed 1 (2 processes)"
     assert wide[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
     assert wide[6:9] == ["repscope.training.record", "--", "--run"]
-    assert "torch.distributed.run" not in records["record small seed 0"]
-    assert calls[0][0] == "train the supervised MNIST control"  # the short job first
 
 
 def test_the_driver_command_for_ranks_records_what_one_process_records(data_root, tmp_path):
