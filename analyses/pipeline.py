@@ -524,10 +524,16 @@ def analyse_seed(seed: int, record, cfg: AnalysisConfig, out: Path, supervised: 
         raise AnalysisError(f"its record is unusable: {err}") from None
     if source is None:
         source = str(record) if not isinstance(record, xr.Dataset) else f"seed {seed}"
-    res = analyse_maml(ds, cfg, Path(out) / f"seed_{seed}", source)
+    return _analyse_checked_seed(seed, ds, cfg, Path(out), supervised, source)
+
+
+def _analyse_checked_seed(seed: int, ds: xr.Dataset, cfg: AnalysisConfig, out: Path,
+                          supervised: xr.Dataset | None, source: str) -> dict:
+    """:func:`analyse_seed` of a record already opened and checked."""
+    res = analyse_maml(ds, cfg, out / f"seed_{seed}", source)
     res["findings"] = _assess_run(ds, res, supervised, cfg)
     text = "\n".join(findings_markdown(r, title=f"Findings: seed {seed}, {m}") for m, r in res["findings"].items())
-    res["files"].append(save_text(text, Path(out) / f"seed_{seed}" / "findings.md"))
+    res["files"].append(save_text(text, out / f"seed_{seed}" / "findings.md"))
     return res
 
 
@@ -646,8 +652,8 @@ def analyse_seeds(records: dict, cfg: AnalysisConfig, out: Path, *, failed: dict
         values, files = sup["supervised"], files + sup["files"]
     seeds = {}
     for s, ds in opened.items():
-        seeds[s] = analysed[s] if s in analysed else analyse_seed(s, ds, cfg, out, values, source=(
-            str(records[s]) if not isinstance(records[s], xr.Dataset) else f"seed {s}"))
+        seeds[s] = analysed[s] if s in analysed else _analyse_checked_seed(  # checked above
+            s, ds, cfg, out, values, str(records[s]) if not isinstance(records[s], xr.Dataset) else f"seed {s}")
         files += seeds[s]["files"]
     pooled = {m: pool_findings({s: r["findings"][m] for s, r in seeds.items()}, failed=failed,
                                requested=requested) for m in cfg.measures}

@@ -450,13 +450,13 @@ def _recorded(out: Path, record: tuple) -> bool:
     options ``record`` select from the run's saved checkpoints (an interrupted
     recording is resumed, not taken as done)."""
     from .probes import existing_checkpoints
-    from .training.record import select_checkpoints
+    from .training.record import RecordConfig, select_checkpoints
 
+    spec = (record[record.index("--checkpoints") + 1] if "--checkpoints" in record
+            else RecordConfig().checkpoints)
     try:
-        _, saved = load_run(out)
-        spec = record[record.index("--checkpoints") + 1] if "--checkpoints" in record else "all"
-        wanted = select_checkpoints(spec, list(saved))
-    except (TrainingError, ValueError):  # no run, or no such checkpoints: the recorder says
+        wanted = select_checkpoints(spec, list(load_run(out)[1]))
+    except TrainingError:  # no run, or no such checkpoints: the recorder says which
         return False
     activations = out / "activations"
     return activations.is_dir() and set(wanted) <= set(existing_checkpoints(activations))
